@@ -1,0 +1,60 @@
+"""The FastAPI application: routers, error contract, middleware, lifespan."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import vislex
+from app.errors import install_error_handlers
+from app.middleware import RequestContextMiddleware
+from app.runtime import Runtime
+from app.settings import Settings, load_settings
+from services.observability import configure_logging
+
+log = logging.getLogger(__name__)
+
+
+def _routers():
+    from app.routes import alignments, fingerprints, galleries, spaces, system, translate, uclip
+
+    return [system.router, translate.router, spaces.router, alignments.router,
+            fingerprints.router, uclip.router, galleries.router]
+
+
+def create_app(settings: Settings | None = None, *, background_load: bool = True) -> FastAPI:
+    """Build the app; models and indexes load once, in the lifespan, never per request."""
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        runtime = Runtime(settings)
+        app.state.runtime = runtime
+        runtime.start(background=background_load)
+        log.info("vislex starting", extra={"version": vislex.__version__, "port": settings.port})
+        try:
+            yield
+        finally:
+            runtime.close()
+
+    app = FastAPI(
+        title="vislex",
+        version=vislex.__version__,
+        description="Word translation through vision: WALIP, L1 refinement, InstaMap, uCLIP.",
+        lifespan=lifespan,
+        generate_unique_id_function=lambda route: route.name,
+    )
+    install_error_handlers(app)
+    for router in _routers():
+        app.include_router(router)
+    app.add_middleware(RequestContextMiddleware, max_in_flight=settings.max_in_flight)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory entry point (``uvicorn --factory app.main:app_from_env``)."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    return create_app(settings)

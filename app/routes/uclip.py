@@ -1,0 +1,99 @@
+"""Routes for uCLIP: training jobs (background, same job machinery as alignments) and the served heads."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+
+from app.deps import RetrievalDep, RuntimeDep
+from app.errors import responses
+from app.schemas.uclip import HeadsActivate, HeadsInfo, UclipTrainingJob, UclipTrainingList, UclipTrainingRequest
+from services.errors import Unavailable
+
+router = APIRouter(tags=["uclip"])
+
+_RETRY_AFTER_S = "2"
+
+
+def _jobs(runtime) -> Any:
+    runtime.require("jobs")
+    jobs = runtime.extras.get("uclip_jobs")
+    if jobs is None:
+        raise Unavailable("uCLIP training jobs are not set up (retrieval wiring did not run)",
+                          detail={"component": "uclip"})
+    return jobs
+
+
+def _job(view: dict[str, Any], *, cached: bool = False) -> UclipTrainingJob:
+    return UclipTrainingJob(**view, cached=cached, links={"self": f"/v1/uclip/trainings/{view['id']}"})
+
+
+def _json(job: UclipTrainingJob, status: int, **headers: str) -> JSONResponse:
+    return JSONResponse(job.model_dump(mode="json"), status_code=status, headers=headers or None)
+
+
+@router.post("/v1/uclip/trainings", response_model=UclipTrainingJob, status_code=202,
+             responses={200: {"model": UclipTrainingJob, "description": "Identical job exists (cached: true)"},
+                        **responses()})
+def submit_uclip_training(body: UclipTrainingRequest, runtime: RuntimeDep) -> JSONResponse:
+    """Queue a uCLIP heads training job (202 + Location); identical inputs return the existing job."""
+    jobs = _jobs(runtime)
+    settings = runtime.settings
+    params = body.model_dump(exclude={"time_limit_s", "queue", "force"})
+    params["text_encoder"] = params.get("text_encoder") or settings.text_encoder
+    params["data_dir"] = str(settings.data_dir.resolve())
+    params["clip"] = {"model": settings.clip_model, "pretrained": settings.clip_pretrained,
+                      "checkpoint": str(settings.clip_checkpoint) if settings.clip_checkpoint else None,
+                      "device": settings.clip_device}
+    view, created = jobs.submit(params, time_limit_s=body.time_limit_s, queue=body.queue, force=body.force)
+    jobs.start_monitor()
+    job = _job(view, cached=not created)
+    headers = {"Location": job.links["self"]}
+    if job.state in ("queued", "running"):
+        headers["Retry-After"] = _RETRY_AFTER_S
+    return _json(job, 202 if created else 200, **headers)
+
+
+@router.get("/v1/uclip/trainings", response_model=UclipTrainingList, responses=responses())
+def list_uclip_trainings(runtime: RuntimeDep,
+                         state: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
+                         offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500)) -> UclipTrainingList:
+    """Training jobs, newest first."""
+    page = _jobs(runtime).list(state=state, offset=offset, limit=limit)
+    return UclipTrainingList(jobs=[_job(v) for v in page["jobs"]], total=page["total"], offset=offset, limit=limit)
+
+
+@router.get("/v1/uclip/trainings/{job_id}", response_model=UclipTrainingJob, responses=responses(404))
+def get_uclip_training(job_id: str, runtime: RuntimeDep) -> JSONResponse:
+    """State, progress (stage, epoch, loss terms), result (checkpoint) or error of one training job."""
+    job = _job(_jobs(runtime).view(job_id))
+    extra = {"Retry-After": _RETRY_AFTER_S} if job.state in ("queued", "running") else {}
+    return _json(job, 200, **extra)
+
+
+@router.delete("/v1/uclip/trainings/{job_id}", response_model=UclipTrainingJob, status_code=202,
+               responses=responses(404, 409))
+def cancel_uclip_training(job_id: str, runtime: RuntimeDep) -> JSONResponse:
+    """Cancel: a queued job at once (200), a running one at its next epoch (202)."""
+    job = _job(_jobs(runtime).cancel(job_id))
+    return _json(job, 200 if job.state == "cancelled" else 202)
+
+
+@router.get("/v1/uclip/heads", response_model=HeadsInfo, responses=responses())
+def get_uclip_heads(retrieval: RetrievalDep) -> HeadsInfo:
+    """The heads being served and the checkpoints available under the data dir."""
+    from services.retrieval.training import list_checkpoints
+
+    retrieval.maybe_reload()
+    return HeadsInfo(**retrieval.heads_info, checkpoints=list_checkpoints(retrieval.data_dir))
+
+
+@router.put("/v1/uclip/heads", response_model=HeadsInfo, responses=responses(404))
+def activate_uclip_heads(body: HeadsActivate, retrieval: RetrievalDep) -> HeadsInfo:
+    """Serve another heads checkpoint now (galleries are re-projected, nothing is re-encoded)."""
+    from services.retrieval.training import list_checkpoints
+
+    info = retrieval.activate_path(body.checkpoint)
+    return HeadsInfo(**info, checkpoints=list_checkpoints(retrieval.data_dir))

@@ -1,0 +1,139 @@
+"""The runtime: every long-lived object the API serves from, built once in the lifespan.
+
+Components load in a background thread so ``/healthz`` answers at once and
+``/readyz`` reports what is still loading. Each feature's loader lives in
+``app/wiring/<feature>.py`` as ``load(runtime)``; it stores what it built on the
+runtime and raises :class:`ComponentUnavailable` when an optional dependency
+(e.g. CLIP weights) is absent -- the service still becomes ready without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import redis
+
+from app.settings import Settings
+from services.errors import Unavailable
+from services.infra.redis import EmbeddedRedis, connect, embedded_redis_dir
+
+log = logging.getLogger(__name__)
+
+
+class ComponentUnavailable(Exception):
+    """An optional component cannot load here (missing weights, no images); not a failure."""
+
+
+@dataclass
+class ComponentState:
+    state: str = "pending"  # pending | loading | ready | unavailable | failed
+    reason: str | None = None
+    required: bool = True
+    seconds: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "reason": self.reason, "required": self.required, "seconds": self.seconds}
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    redis_url: str | None = None
+    redis: redis.Redis | None = None
+    embedded_redis: EmbeddedRedis | None = None
+    components: dict[str, ComponentState] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.time)
+    # Feature objects, set by app/wiring loaders (None until loaded).
+    spaces: Any = None  # services.serving: word spaces, mappings, translator
+    cache: Any = None  # services.serving cache
+    jobs: Any = None  # services.jobs: job service
+    vision: Any = None  # services.vision: CLIP encoders, fingerprints
+    retrieval: Any = None  # services.retrieval: uCLIP heads, galleries, captions
+    extras: dict[str, Any] = field(default_factory=dict)
+    _thread: threading.Thread | None = None
+
+    # ---- lifecycle -------------------------------------------------------------
+    def start(self, *, background: bool = True) -> None:
+        from app.wiring import LOADERS
+
+        for name, required, _ in LOADERS:
+            self.components[name] = ComponentState(required=required)
+        if background:
+            self._thread = threading.Thread(target=self._load_all, name="vislex-loader", daemon=True)
+            self._thread.start()
+        else:
+            self._load_all()
+
+    def wait_loaded(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _load_all(self) -> None:
+        from app.wiring import LOADERS
+
+        for name, _required, loader in LOADERS:
+            self._load_one(name, loader)
+
+    def _load_one(self, name: str, loader: Callable[["Runtime"], None]) -> None:
+        state = self.components[name]
+        state.state = "loading"
+        start = time.perf_counter()
+        try:
+            loader(self)
+            state.state = "ready"
+        except ComponentUnavailable as exc:
+            state.state, state.reason = "unavailable", str(exc)
+            log.warning("component unavailable", extra={"component": name, "reason": str(exc)})
+        except Exception as exc:  # a failed component is reported by /readyz, never crashes the API
+            state.state, state.reason = "failed", f"{type(exc).__name__}: {exc}"
+            log.exception("component failed to load", extra={"component": name})
+        state.seconds = round(time.perf_counter() - start, 3)
+        log.info("component loaded", extra={"component": name, "state": state.state, "seconds": state.seconds})
+
+    def close(self) -> None:
+        # --- serving feature: stop background threads registered by wiring modules ---
+        for hook in self.extras.get("on_close", []):
+            try:
+                hook()
+            except Exception:
+                log.exception("close hook failed")
+        # --- end serving feature ---
+        if self.jobs is not None and hasattr(self.jobs, "close"):
+            self.jobs.close()
+        if self.embedded_redis is not None:
+            self.embedded_redis.stop()
+
+    # ---- readiness -------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        states = self.components.values()
+        return bool(self.components) and all(
+            s.state == "ready" or (not s.required and s.state in ("unavailable", "failed")) for s in states
+        )
+
+    def not_ready_reasons(self) -> dict[str, dict[str, Any]]:
+        return {n: s.as_dict() for n, s in self.components.items() if s.state != "ready"}
+
+    def require(self, component: str) -> None:
+        """Raise 503 naming why ``component`` cannot serve this request."""
+        state = self.components.get(component)
+        if state is None or state.state != "ready":
+            what = state.state if state else "not configured"
+            reason = (state.reason if state else None) or what
+            raise Unavailable(f"{component} is {what}: {reason}", detail={"component": component, "state": what})
+
+
+def connect_redis(runtime: Runtime) -> None:
+    """Loader for the 'redis' component: external URL, or an embedded server under data_dir."""
+    settings = runtime.settings
+    url = settings.redis_url
+    if url is None:
+        runtime.embedded_redis = EmbeddedRedis(embedded_redis_dir(settings.data_dir))
+        url = runtime.embedded_redis.start()
+    client = connect(url)
+    client.ping()
+    runtime.redis_url, runtime.redis = url, client

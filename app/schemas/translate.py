@@ -1,0 +1,50 @@
+"""Request and response schemas of the translate endpoints."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from app.errors import ErrorInfo
+
+Retrieval = Literal["nn", "csls"]
+
+
+class Translation(BaseModel):
+    word: str
+    score: float = Field(description="cosine (nn) or CSLS ranking score 2cos(x,y) - r_S(y) (csls)")
+
+
+class TranslateResponse(BaseModel):
+    word: str
+    src: str
+    tgt: str
+    retrieval: Retrieval
+    mapping_version: str
+    cached: bool
+    translations: list[Translation]
+
+
+class TranslateBatchRequest(BaseModel):
+    words: list[str] = Field(description="words to translate; over Settings.max_batch_words gives 413")
+    src: str = Field(min_length=1, max_length=64)
+    tgt: str = Field(min_length=1, max_length=64)
+    k: int = Field(5, ge=1, le=100)
+    retrieval: Retrieval = "csls"
+
+
+class BatchItem(BaseModel):
+    word: str
+    cached: bool | None = None
+    translations: list[Translation] | None = None
+    error: ErrorInfo | None = Field(None, description="set instead of translations for a bad or unknown word")
+
+
+class TranslateBatchResponse(BaseModel):
+    src: str
+    tgt: str
+    retrieval: Retrieval
+    k: int
+    mapping_version: str
+    results: list[BatchItem] = Field(description="one entry per input word, in input order")

@@ -1,0 +1,149 @@
+"""The one settings object: ``VISLEX_*`` environment variables, an optional TOML file, defaults.
+
+Precedence (highest first): explicit keyword arguments, environment variables,
+the TOML file named by ``VISLEX_CONFIG``, defaults. Validated once at startup;
+:func:`load_settings` turns a validation failure into :class:`SettingsError`
+whose message names every bad field by its environment variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "VISLEX_"
+
+
+class SettingsError(ValueError):
+    """Configuration is invalid; the message names each bad field."""
+
+
+class Settings(BaseSettings):
+    """Everything configurable in vislex (see the README's configuration table)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    # --- process and HTTP ---
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    data_dir: Path = Path(".vislex")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool = True
+    max_in_flight: int = Field(256, ge=1, description="requests served at once before 429")
+    max_batch_words: int = Field(2000, ge=1)
+    max_word_length: int = Field(100, ge=1)
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)
+
+    # --- Redis and jobs ---
+    redis_url: str | None = Field(None, description="external Redis; unset = embedded server under data_dir")
+    worker_concurrency: int = Field(1, ge=1)
+    worker_queues: str = "light,heavy"
+    job_time_limit_s: int = Field(3600, ge=1)
+    job_heartbeat_s: float = Field(5.0, gt=0)
+
+    # --- word spaces and translation serving ---
+    spaces: dict[str, str] = Field(default_factory=dict, description="language -> vectors file")
+    mappings: dict[str, str] = Field(default_factory=dict, description="'src-tgt' -> Mapping file")
+    encoder_languages: list[str] = Field(default_factory=lambda: ["en", "fr", "de", "es", "it", "ru"])
+    text_encoder: str = "use-multilingual"
+    encoder_vocab_size: int = Field(20000, ge=10)
+    max_vocab: int | None = Field(None, ge=1)
+    normalize: str = "unit,center,unit"
+    index_type: Literal["flat", "hnsw", "ivf"] = "flat"
+    storage_dtype: Literal["float32", "float16"] = "float32"
+    csls_knn: int = Field(10, ge=1, le=100)
+    cache_enabled: bool = True
+    cache_ttl_s: int = Field(86400, ge=1)
+
+    # --- CLIP (visual pivot) ---
+    clip_model: str = "ViT-B-32"
+    clip_pretrained: str | None = "laion2b_s34b_b79k"
+    clip_checkpoint: Path | None = None
+    clip_models: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-language CLIP overrides")
+    clip_device: str = "auto"
+    images_dir: Path | None = None
+
+    # --- uCLIP retrieval ---
+    uclip_checkpoint: Path | None = None
+
+    # --- vision feature (issue 6): visual-word filter reference ---
+    clip_reference_words: int = Field(
+        1000, ge=0, description="frequent words per language whose median best-image similarity is the visual-word cut "
+        "of /v1/fingerprints (0 = no verdict)")
+    # --- end vision feature ---
+
+    @field_validator("spaces", "mappings")
+    @classmethod
+    def _non_empty_paths(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, path in value.items():
+            if not key or not str(path):
+                raise ValueError(f"entry {key!r} needs a non-empty name and path")
+        return value
+
+    @field_validator("mappings")
+    @classmethod
+    def _pair_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            parts = key.split("-")
+            if len(parts) != 2 or not all(parts):
+                raise ValueError(f"mapping key {key!r} must look like 'src-tgt'")
+        return value
+
+    @field_validator("normalize")
+    @classmethod
+    def _known_steps(cls, value: str) -> str:
+        steps = [s.strip() for s in value.split(",") if s.strip()]
+        bad = [s for s in steps if s not in ("unit", "center", "none")]
+        if bad:
+            raise ValueError(f"unknown normalisation step(s) {bad}; known: unit, center")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = os.environ.get(f"{ENV_PREFIX}CONFIG")
+        if config:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config)))
+        return tuple(sources)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build and validate settings; raise :class:`SettingsError` naming each bad field."""
+    config = os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if config and not Path(config).is_file():
+        raise SettingsError(f"{ENV_PREFIX}CONFIG: file not found: {config}")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            top = str(err["loc"][0]) if err["loc"] else field
+            lines.append(f"{ENV_PREFIX}{top.upper()} ({field}): {err['msg']}")
+        raise SettingsError("invalid configuration: " + "; ".join(lines)) from None
+    except ValueError as exc:  # e.g. a malformed TOML file or JSON in an env var
+        raise SettingsError(f"invalid configuration: {exc}") from None

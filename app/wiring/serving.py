@@ -1,0 +1,102 @@
+"""Startup wiring for translation serving: word spaces, mappings, indexes, cache, background sync.
+
+Builds (from ``runtime.settings``): file spaces (``Settings.spaces``), encoder-derived spaces
+(``Settings.encoder_languages`` with ``Settings.text_encoder``; identity mappings among them),
+saved mappings (``Settings.mappings``), the Redis result cache. Sets ``runtime.spaces`` (the
+:class:`~services.serving.registry.SpaceRegistry`), ``runtime.cache`` and
+``runtime.extras["translator"]``. After loading, a daemon thread computes the CSLS r_S of every
+pair and then polls Redis for mapping versions published by alignment jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from app.runtime import ComponentUnavailable, Runtime
+from services.alignment.vectors import load_vectors, normalize
+from services.errors import Unavailable
+from services.serving.cache import TranslationCache
+from services.serving.registry import SpaceRegistry, identity_mapping, load_mapping_file
+from services.serving.space import WordSpace
+from services.serving.translator import Translator
+
+log = logging.getLogger(__name__)
+
+MAPPING_POLL_S = 2.0
+
+
+def build_registry(settings, *, encoder_factory=None) -> SpaceRegistry:
+    """All configured spaces and mappings, ready to serve (CSLS r_S computed later, lazily)."""
+    registry = SpaceRegistry(index_type=settings.index_type, storage_dtype=settings.storage_dtype,
+                             csls_knn=settings.csls_knn, csls_cache_dir=settings.cache_dir / "csls")
+    for lang, path in settings.spaces.items():
+        wv = load_vectors(path, max_vocab=settings.max_vocab)
+        fingerprint = wv.fingerprint()
+        X = normalize(wv.vectors, settings.normalize)
+        registry.add_space(WordSpace.build(lang, wv.words, X, source=f"file:{path}", fingerprint=fingerprint,
+                                           storage_dtype=settings.storage_dtype))
+    encoder_langs = [lang for lang in settings.encoder_languages if lang not in settings.spaces]
+    if encoder_langs:
+        from services.serving.encoder_spaces import build_encoder_vectors
+
+        group = f"encoder:{settings.text_encoder}"
+        for lang in encoder_langs:
+            wv = build_encoder_vectors(lang, settings.encoder_vocab_size, encoder_name=settings.text_encoder,
+                                       cache_dir=settings.cache_dir, encoder_factory=encoder_factory)
+            X = normalize(wv.vectors, settings.normalize)
+            registry.add_space(WordSpace.build(lang, wv.words, X, source=group, group=group,
+                                               fingerprint=wv.fingerprint(), storage_dtype=settings.storage_dtype))
+        # One multilingual encoder = one shared space: the identity maps between every two of its languages.
+        for src in encoder_langs:
+            for tgt in encoder_langs:
+                if src != tgt:
+                    s, t = registry.spaces[src], registry.spaces[tgt]
+                    registry.install_mapping(src, tgt, identity_mapping(s.dim, s.fingerprint, t.fingerprint),
+                                             compute_csls=False)
+    for pair, path in settings.mappings.items():
+        src, tgt = pair.split("-")
+        registry.install_mapping(src, tgt, load_mapping_file(path), compute_csls=False)
+    return registry
+
+
+def _background(runtime: Runtime, registry: SpaceRegistry, stop: threading.Event) -> None:
+    registry.warm_csls(stop)
+    while not stop.wait(MAPPING_POLL_S):
+        if runtime.redis is None:
+            continue
+        try:
+            registry.sync_from_redis(runtime.redis)
+        except Exception as exc:  # Redis briefly away: keep serving what we have
+            log.debug("mapping sync failed", extra={"error": str(exc)})
+
+
+def load(runtime: Runtime) -> None:
+    """Loader of the 'spaces' component."""
+    settings = runtime.settings
+    try:
+        registry = build_registry(settings, encoder_factory=runtime.extras.get("text_encoder_factory"))
+    except Unavailable as exc:
+        raise ComponentUnavailable(str(exc)) from exc
+    cache = None
+    if settings.cache_enabled and runtime.redis_url:
+        from services.infra.redis import connect
+
+        # A short timeout: a slow Redis must cost a cache miss, not a stalled request.
+        cache = TranslationCache(connect(runtime.redis_url, timeout=0.5), ttl_s=settings.cache_ttl_s)
+    runtime.spaces = registry
+    runtime.cache = cache
+    runtime.extras["translator"] = Translator(registry, cache, max_batch_words=settings.max_batch_words,
+                                              max_word_length=settings.max_word_length)
+    if runtime.redis is not None:
+        try:
+            registry.sync_from_redis(runtime.redis)
+        except Exception:
+            log.exception("initial mapping sync failed")
+    stop = threading.Event()
+    runtime.extras.setdefault("on_close", []).append(stop.set)
+    runtime.extras["serving_stop"] = stop
+    thread = threading.Thread(target=_background, args=(runtime, registry, stop), name="vislex-serving-sync",
+                              daemon=True)
+    runtime.extras["serving_thread"] = thread
+    thread.start()

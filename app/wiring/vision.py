@@ -1,0 +1,60 @@
+"""Startup wiring for the vision feature: CLIP encoders per language + the image set (WALIP step 1).
+
+Settings used: ``clip_model``/``clip_pretrained``/``clip_checkpoint`` (the default CLIP,
+serving English), ``clip_models`` (per-language overrides: ``{"ko": {"model": ...,
+"checkpoint": ...}}`` or ``{"fr": {"reuse": "en"}}``), ``clip_device``, ``images_dir``.
+Every other language of ``encoder_languages`` reuses the default CLIP's text tower
+(fine for related scripts; the WALIP paper shows it fails for en->ru). Missing weights make
+the component *unavailable* with the reason, never crash the service.
+"""
+
+from __future__ import annotations
+
+from app.runtime import ComponentUnavailable, Runtime
+
+
+def build_vision(settings):
+    """The VisionService described by ``settings`` (nothing loaded yet)."""
+    from models.clip import ClipPool, ClipSpec
+    from services.vision.service import VisionService
+
+    specs, reuse = [], {}
+    own = {"en"}
+    for lang, cfg in settings.clip_models.items():
+        cfg = dict(cfg)
+        if "reuse" in cfg:
+            reuse[lang] = cfg.pop("reuse")
+            continue
+        cfg.setdefault("device", settings.clip_device)
+        cfg.setdefault("languages", (lang,))
+        cfg.setdefault("name", f"{lang}:{cfg.get('model', settings.clip_model)}")
+        specs.append(ClipSpec.from_dict(cfg))
+        own |= set(specs[-1].languages)
+    default_langs = ("en",) if "en" not in {x for s in specs for x in s.languages} else ()
+    if default_langs:
+        specs.insert(0, ClipSpec(
+            model=settings.clip_model,
+            pretrained=None if settings.clip_checkpoint else settings.clip_pretrained,
+            checkpoint=str(settings.clip_checkpoint) if settings.clip_checkpoint else None,
+            device=settings.clip_device, languages=default_langs, cache_dir=None,
+            name=f"default:{settings.clip_model}",
+        ))
+    for lang in settings.encoder_languages:
+        if lang not in own and lang not in reuse:
+            reuse[lang] = "en"
+    pool = ClipPool(specs=specs, reuse=reuse)
+    return VisionService(pool, str(settings.images_dir) if settings.images_dir else None,
+                         cache_dir=str(settings.cache_dir), reference_size=settings.clip_reference_words)
+
+
+def load(runtime: Runtime) -> None:
+    """Load every configured CLIP; unavailable (with reasons) when none loads."""
+    service = build_vision(runtime.settings)
+    status = service.pool.load_all()
+    runtime.vision = service  # kept even when unavailable: /v1/system shows each encoder's reason
+    ok = [name for name, s in status.items() if s.get("available")]
+    if not ok:
+        reasons = "; ".join(f"{n}: {s['reason']}" for n, s in status.items() if s.get("available") is False)
+        raise ComponentUnavailable(reasons or "no CLIP encoder configured")
+    if service.images_dir:
+        service.warm_images()

@@ -1,0 +1,252 @@
+"""Alignment methods by name, composable as pipelines ("walip+l1", "procrustes+instamap") (issue 3, contract "registry.py").
+
+Each stage fits on the spaces produced by the stages before it (source and target both transformed)
+and hands on a dictionary: the stage's own induced dictionary when it makes one (walip, instamap, l1),
+otherwise the seeds it was given. ``align`` returns the composed :class:`Mapping` plus the mutual-NN
+CSLS dictionary of the final space (over the ``dictionary_vocab`` most frequent words of each side).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from services.alignment.mapping import LinearStage, Mapping, _unit
+from services.errors import InvalidInput
+
+__all__ = ["ALIGNERS", "Aligner", "AlignResult", "ProgressFn", "StageFit", "available_methods", "parse_method", "align"]
+
+ProgressFn = Callable[[str, int, int, dict], None]
+# Global options (not belonging to a stage).
+GLOBAL_DEFAULTS: dict[str, Any] = {"dictionary_vocab": 20000, "dictionary_retrieval": "csls", "dictionary_knn": 10}
+
+
+@dataclass
+class StageFit:
+    stages: list[Any]
+    pairs: np.ndarray | None  # dictionary handed to the next stage (None: keep the incoming seeds)
+    validation_losses: list[float] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+    pairs_used: int = 0
+
+
+@dataclass
+class Aligner:
+    """One registered method: name, default options, fit(X, Y, seeds, options, progress) -> StageFit."""
+
+    name: str
+    fit: Callable[..., StageFit]
+    defaults: dict[str, Any]
+    needs_seeds: bool = True
+    description: str = ""
+
+
+@dataclass
+class AlignResult:
+    mapping: Mapping
+    dictionary: tuple[np.ndarray, np.ndarray]
+    validation_losses: list[float]
+    seconds: float
+    pairs_used: int
+
+
+def _require_seeds(name: str, seeds: np.ndarray | None) -> np.ndarray:
+    if seeds is None or len(seeds) == 0:
+        raise InvalidInput(f"method {name!r} needs seed pairs (a dictionary, identical strings or pivots)",
+                           detail={"field": "seed_pairs"})
+    return seeds
+
+
+def _fit_procrustes(X, Y, seeds, opts, progress) -> StageFit:
+    from services.alignment.procrustes import procrustes
+
+    seeds = _require_seeds("procrustes", seeds)
+    W = procrustes(X[seeds[:, 0]], Y[seeds[:, 1]])
+    return StageFit([LinearStage(W)], None, stats={"pairs": int(len(seeds))}, pairs_used=len(seeds))
+
+
+def _fit_kabsch(X, Y, seeds, opts, progress) -> StageFit:
+    from services.alignment.procrustes import kabsch
+
+    seeds = _require_seeds("kabsch", seeds)
+    W = kabsch(X[seeds[:, 0]], Y[seeds[:, 1]])
+    return StageFit([LinearStage(W)], None, stats={"pairs": int(len(seeds))}, pairs_used=len(seeds))
+
+
+def _fit_robust_procrustes(X, Y, seeds, opts, progress) -> StageFit:
+    from services.alignment.procrustes import robust_procrustes
+
+    seeds = _require_seeds("robust-procrustes", seeds)
+    W, weights = robust_procrustes(X[seeds[:, 0]], Y[seeds[:, 1]], n_iter=int(opts["n_inner"]), eps=float(opts["eps"]),
+                                   variant=opts["variant"])
+    return StageFit([LinearStage(W)], None, stats={"pairs": int(len(seeds)), "mean_weight": float(weights.mean())},
+                    pairs_used=len(seeds))
+
+
+def _fit_walip(X, Y, seeds, opts, progress) -> StageFit:
+    from services.alignment.walip import walip_refine
+
+    seeds = _require_seeds("walip", seeds)
+    res = walip_refine(X, Y, seeds, q_schedule=tuple(opts["q_schedule"]), k_schedule=tuple(opts["k_schedule"]),
+                       max_iter=int(opts["max_iter"]), patience=int(opts["patience"]), robust=bool(opts["robust"]),
+                       variant=opts["variant"], n_inner=int(opts["n_inner"]), eps=float(opts["eps"]),
+                       max_vocab=opts["max_vocab"], knn=int(opts["knn"]), quantile_samples=int(opts["quantile_samples"]),
+                       seed=int(opts["seed"]), progress=progress)
+    stats = {"seed_pairs": int(len(seeds)), "best_iteration": res.best_iteration + 1, "iterations": len(res.validation_losses),
+             "final_pairs": int(len(res.pairs)), "best_validation_loss": float(min(res.validation_losses)),
+             "history": res.history}
+    return StageFit([LinearStage(res.W)], res.pairs, res.validation_losses, stats, pairs_used=len(res.pairs))
+
+
+def _fit_instamap(X, Y, seeds, opts, progress) -> StageFit:
+    from services.alignment.instamap import fit_instamap
+
+    seeds = _require_seeds("instamap", seeds)
+    stage, pairs, history = fit_instamap(X, Y, seeds, K=int(opts["K"]), T=opts["T"], variant=opts["variant"],
+                                         src_step=float(opts["src_step"]), tgt_step=float(opts["tgt_step"]),
+                                         expand=bool(opts["expand"]), expand_vocab=opts["expand_vocab"], progress=progress)
+    return StageFit([stage], pairs, stats={"seed_pairs": int(len(seeds)), "final_pairs": int(len(pairs)), "history": history},
+                    pairs_used=len(pairs))
+
+
+def _fit_l1(X, Y, seeds, opts, progress) -> StageFit:
+    from services.alignment.l1 import l1_dictionary, l1_refine
+
+    pairs = l1_dictionary(X, Y, max_vocab=int(opts["max_vocab"]), knn=int(opts["knn"]))
+    if len(pairs) == 0:
+        raise InvalidInput("L1 refinement found no mutual nearest-neighbour pairs")
+    res = l1_refine(X[pairs[:, 0]], Y[pairs[:, 1]], mode=opts["mode"], max_steps=opts["max_steps"],
+                    max_seconds=opts["max_seconds"], progress=progress)
+    stats = {"pairs": int(len(pairs)), "mode": opts["mode"], "loss_initial": res.loss_initial, "loss_final": res.loss_final,
+             "steps": res.steps, "stop_reason": res.stop_reason, "orthogonality_error": res.orthogonality_error,
+             "seconds": res.seconds}
+    return StageFit([LinearStage(res.M)], pairs, [res.loss_final], stats, pairs_used=len(pairs))
+
+
+ALIGNERS: dict[str, Aligner] = {
+    "procrustes": Aligner("procrustes", _fit_procrustes, {}, description="orthogonal Procrustes on the seed pairs"),
+    "kabsch": Aligner("kabsch", _fit_kabsch, {}, description="proper rotation (Kabsch) on the seed pairs"),
+    "robust-procrustes": Aligner("robust-procrustes", _fit_robust_procrustes, {"n_inner": 5, "eps": 1e-3, "variant": "paper"},
+                                 description="WALIP Algorithm 1: error-weighted Procrustes"),
+    "walip": Aligner("walip", _fit_walip, {
+        "q_schedule": [0.5, 0.5, 0.3, 0.1], "k_schedule": [10, 5, 3, 1], "max_iter": 40, "patience": 1, "robust": True,
+        "variant": "paper", "n_inner": 5, "eps": 1e-3, "max_vocab": 15000, "knn": 10, "quantile_samples": 1_000_000, "seed": 0,
+    }, description="WALIP step 2: iterative robust Procrustes with CSLS matching"),
+    "instamap": Aligner("instamap", _fit_instamap, {
+        "K": 70, "T": None, "variant": "paper", "src_step": 0.5, "tgt_step": 0.5, "expand": True, "expand_vocab": 20000,
+    }, description="InstaMap: Kabsch + per-word translation vectors"),
+    "l1": Aligner("l1", _fit_l1, {"mode": "orthogonal", "max_vocab": 10000, "knn": 10, "max_steps": None, "max_seconds": None},
+                  needs_seeds=False, description="L1 refinement on mutual CSLS pairs"),
+}
+
+
+def available_methods() -> list[str]:
+    """Names usable alone or joined with '+'."""
+    return sorted(ALIGNERS)
+
+
+def parse_method(method: str) -> list[str]:
+    """'walip+l1' -> ['walip', 'l1'] (case and spaces ignored); unknown names raise InvalidInput listing the known ones."""
+    names = [part.strip().lower() for part in str(method or "").split("+")]
+    if not names or any(not n for n in names):
+        raise InvalidInput(f"invalid method {method!r}: use one name or names joined with '+'",
+                           detail={"field": "method", "known": available_methods()})
+    unknown = [n for n in names if n not in ALIGNERS]
+    if unknown:
+        raise InvalidInput(f"unknown method {', '.join(map(repr, unknown))}; known: {', '.join(available_methods())}",
+                           detail={"field": "method", "unknown": unknown, "known": available_methods()})
+    return names
+
+
+def _stage_options(names: list[str], options: dict | None) -> tuple[list[dict], dict]:
+    """Per-stage options: defaults, then flat keys a stage knows, then its own sub-dict (``{"l1": {...}}``)."""
+    options = dict(options or {})
+    per_method = {n: options.pop(n) for n in list(options) if n in ALIGNERS}
+    global_opts = {k: options.pop(k) for k in list(options) if k in GLOBAL_DEFAULTS}
+    known_flat = set().union(*(ALIGNERS[n].defaults for n in names))
+    unknown = sorted(set(options) - known_flat)
+    if unknown:
+        raise InvalidInput(f"unknown option(s) {unknown} for method {'+'.join(names)}",
+                           detail={"field": "options", "unknown": unknown,
+                                   "known": sorted(known_flat | set(GLOBAL_DEFAULTS) | set(names))})
+    resolved = []
+    for n in names:
+        defaults = ALIGNERS[n].defaults
+        sub = per_method.get(n) or {}
+        if not isinstance(sub, dict):
+            raise InvalidInput(f"options for {n!r} must be an object", detail={"field": f"options.{n}"})
+        bad = sorted(set(sub) - set(defaults))
+        if bad:
+            raise InvalidInput(f"unknown option(s) {bad} for {n!r}; known: {sorted(defaults)}",
+                               detail={"field": f"options.{n}", "unknown": bad, "known": sorted(defaults)})
+        resolved.append({**defaults, **{k: v for k, v in options.items() if k in defaults}, **sub})
+    return resolved, {**GLOBAL_DEFAULTS, **global_opts}
+
+
+def align(
+    src,
+    tgt,
+    method: str,
+    *,
+    seed_pairs: np.ndarray | None = None,
+    options: dict | None = None,
+    progress: ProgressFn | None = None,
+) -> AlignResult:
+    """Fit ``method`` (one name or a '+' pipeline) mapping ``src`` onto ``tgt`` (WordVectors) (contract "registry.py").
+
+    ``seed_pairs`` (p, 2) source/target rows from any source; when None, methods that need seeds use
+    identical strings. Exceptions raised by ``progress`` abort the run unchanged (cancellation).
+    """
+    from services.alignment.dictionary import identical_pairs
+    from services.alignment.retrieval import mutual_nn
+
+    started = time.perf_counter()
+    names = parse_method(method)
+    stage_opts, global_opts = _stage_options(names, options)
+    if src.vectors.shape[1] != tgt.vectors.shape[1]:
+        raise InvalidInput(f"dimension mismatch: source is {src.vectors.shape[1]}-d, target {tgt.vectors.shape[1]}-d")
+    seed_info: dict[str, Any] = {}
+    if seed_pairs is None:
+        if ALIGNERS[names[0]].needs_seeds:
+            seed_pairs = identical_pairs(src.words, tgt.words)
+            seed_info = {"seed": "identical", "seed_pairs": int(len(seed_pairs))}
+    else:
+        seed_pairs = np.asarray(seed_pairs, dtype=np.int64).reshape(-1, 2)
+        if len(seed_pairs) and (seed_pairs.min() < 0 or seed_pairs[:, 0].max() >= len(src) or seed_pairs[:, 1].max() >= len(tgt)):
+            raise InvalidInput("seed pairs index rows outside the vocabularies", detail={"field": "seed_pairs"})
+        seed_info = {"seed": "given", "seed_pairs": int(len(seed_pairs))}
+    X = np.asarray(src.vectors, np.float32)
+    Y = np.asarray(tgt.vectors, np.float32)
+    all_stages: list[Any] = []
+    losses: list[float] = []
+    stage_stats: list[dict] = []
+    pairs = seed_pairs
+    pairs_used = 0
+    for name, opts in zip(names, stage_opts):
+        fit = ALIGNERS[name].fit(X, Y, pairs, opts, progress)
+        for stage in fit.stages:
+            X = stage.transform_source(X)
+            Y = stage.transform_target(Y)
+        all_stages.extend(fit.stages)
+        losses.extend(float(v) for v in fit.validation_losses)
+        stage_stats.append({"method": name, **fit.stats})
+        pairs_used = int(fit.pairs_used)
+        if fit.pairs is not None:
+            pairs = fit.pairs
+    if progress is not None:
+        progress("dictionary", 0, 1, {})
+    vocab = global_opts["dictionary_vocab"]
+    dict_pairs, dict_scores = mutual_nn(_unit(X), _unit(Y), retrieval=global_opts["dictionary_retrieval"],
+                                        knn=int(global_opts["dictionary_knn"]), max_src=vocab, max_tgt=vocab)
+    if progress is not None:
+        progress("dictionary", 1, 1, {"pairs": int(len(dict_pairs))})
+    seconds = time.perf_counter() - started
+    params = {"stages": [{"method": n, **o} for n, o in zip(names, stage_opts)], **global_opts, **seed_info}
+    mapping = Mapping("+".join(names), all_stages, params=params, src_fingerprint=src.fingerprint(),
+                      tgt_fingerprint=tgt.fingerprint(),
+                      stats={"stages": stage_stats, "pairs_used": pairs_used, "dictionary_pairs": int(len(dict_pairs)),
+                             "seconds": seconds, **seed_info})
+    return AlignResult(mapping, (dict_pairs, dict_scores), losses, seconds, pairs_used)

@@ -1,0 +1,150 @@
+"""The Celery worker entry point: ``run_worker(...)`` (called by ``vislex worker``) and ``python -m services.jobs.worker``.
+
+Prefork pool; nothing heavy is loaded in the parent. Each pool process sets itself up in
+``worker_process_init`` (own Redis connection, dies with its parent, plugin imports) and
+loads word spaces lazily on its first job. At start the worker reaps jobs whose worker
+was lost (expired heartbeat) so that a crashed deployment recovers without the API.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import logging
+import os
+import signal
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import redis
+from celery.signals import worker_process_init, worker_ready
+
+from services.infra.redis import connect
+from services.jobs.celery_app import celery_app, configure
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class WorkerContext:
+    redis_url: str
+    data_dir: Path
+    heartbeat_s: float
+    imports: list[str] = field(default_factory=list)
+    _client: redis.Redis | None = None
+    _pid: int | None = None
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def redis(self) -> redis.Redis:
+        if self._client is None or self._pid != os.getpid():  # never share a socket across fork
+            self._client, self._pid = connect(self.redis_url), os.getpid()
+        return self._client
+
+
+_CONTEXT: WorkerContext | None = None
+
+
+def worker_context() -> WorkerContext:
+    """This process's context (from the Celery config written by run_worker, else the environment)."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        conf = celery_app.conf
+        _CONTEXT = WorkerContext(
+            redis_url=conf.get("vislex_redis_url") or os.environ.get("VISLEX_REDIS_URL") or conf.broker_url,
+            data_dir=Path(conf.get("vislex_data_dir") or os.environ.get("VISLEX_DATA_DIR", ".vislex")),
+            heartbeat_s=float(conf.get("vislex_heartbeat_s") or os.environ.get("VISLEX_JOB_HEARTBEAT_S", 5.0)),
+            imports=list(conf.get("vislex_imports") or []),
+        )
+    return _CONTEXT
+
+
+def _import_plugins(names: Sequence[str]) -> None:
+    for name in names:
+        if name:
+            importlib.import_module(name)
+
+
+@worker_process_init.connect
+def _init_pool_process(**_: object) -> None:
+    """Per pool process: die with the parent (no orphan runs a job), fresh Redis, plugins."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+    ctx = worker_context()
+    ctx._client = None
+    _import_plugins(ctx.imports)
+
+
+@worker_ready.connect
+def _reap_at_start(**_: object) -> None:
+    """A (re)started worker recovers jobs left 'running' by a worker that died."""
+    from services.jobs.service import celery_sender, reap_lost_jobs
+    from services.jobs.store import JobStore
+
+    ctx = worker_context()
+    client = connect(ctx.redis_url)
+    try:
+        done = reap_lost_jobs(JobStore(client, heartbeat_ttl_s=3 * ctx.heartbeat_s), celery_sender())
+        if done["requeued"] or done["failed"]:
+            log.warning("reaped lost jobs at worker start", extra=done)
+    except redis.RedisError:
+        log.exception("could not reap lost jobs at start")
+    finally:
+        client.close()
+
+
+def run_worker(redis_url: str, *, queues: str = "light,heavy", concurrency: int = 1,
+               data_dir: str | Path | None = None, time_limit_s: int = 3600, heartbeat_s: float | None = None,
+               loglevel: str = "info", imports: Sequence[str] = (), hostname: str | None = None) -> None:
+    """Run a Celery worker (prefork pool) consuming ``queues`` until stopped (SIGTERM = warm shutdown)."""
+    global _CONTEXT
+    if not redis_url:
+        raise ValueError("the worker needs the API's Redis: set VISLEX_REDIS_URL")
+    if data_dir is None:
+        data_dir = os.environ.get("VISLEX_DATA_DIR", ".vislex")
+    # Other features' tasks read these in the pool processes.
+    os.environ["VISLEX_DATA_DIR"] = str(Path(data_dir).resolve())
+    os.environ["VISLEX_REDIS_URL"] = redis_url
+    if heartbeat_s is None:
+        heartbeat_s = float(os.environ.get("VISLEX_JOB_HEARTBEAT_S", "5"))
+    env_imports = [m for m in os.environ.get("VISLEX_WORKER_IMPORTS", "").split(",") if m]
+    configure(redis_url, time_limit_s=time_limit_s)
+    celery_app.conf.update(
+        vislex_redis_url=redis_url, vislex_data_dir=str(Path(data_dir).resolve()),
+        vislex_heartbeat_s=float(heartbeat_s), vislex_imports=list(imports) + env_imports,
+    )
+    _CONTEXT = None
+    import services.jobs.tasks  # noqa: F401  (registers the task names in this process)
+
+    celery_app.worker_main([
+        "worker", "-Q", queues, "-c", str(concurrency), "--pool", "prefork", "--loglevel", loglevel.upper(),
+        "-n", hostname or f"vislex-{os.getpid()}@{socket.gethostname()}",
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ])
+
+
+def main() -> None:
+    """``python -m services.jobs.worker``: configuration from VISLEX_* environment variables."""
+    env = os.environ
+    run_worker(
+        env.get("VISLEX_REDIS_URL", ""),
+        queues=env.get("VISLEX_WORKER_QUEUES", "light,heavy"),
+        concurrency=int(env.get("VISLEX_WORKER_CONCURRENCY", "1")),
+        data_dir=env.get("VISLEX_DATA_DIR", ".vislex"),
+        time_limit_s=int(env.get("VISLEX_JOB_TIME_LIMIT_S", "3600")),
+        heartbeat_s=float(env.get("VISLEX_JOB_HEARTBEAT_S", "5")),
+        loglevel=env.get("VISLEX_LOG_LEVEL", "info"),
+    )
+
+
+if __name__ == "__main__":
+    main()

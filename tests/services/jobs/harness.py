@@ -1,0 +1,83 @@
+"""Helpers for job tests: real Celery worker subprocesses (own process group, killed in teardown)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+PLUGIN = "tests.services.jobs.plugin_aligners"
+
+
+def jobs_redis_db_url(url: str, db: int) -> str:
+    """Same server, another database: job tests never flush the shared db 0 under other tests' feet."""
+    base, _, last = url.rstrip("/").rpartition("/")
+    return f"{base}/{db}" if last.isdigit() else f"{url.rstrip('/')}/{db}"
+
+
+class WorkerProcess:
+    """``python -m services.jobs.worker`` (what ``vislex worker`` runs) in its own process group."""
+
+    def __init__(self, redis_url: str, data_dir: Path, *, queues: str = "light", concurrency: int = 1,
+                 heartbeat_s: float = 0.5, log_path: Path | None = None):
+        env = dict(os.environ)
+        env.update({
+            "VISLEX_REDIS_URL": redis_url, "VISLEX_DATA_DIR": str(data_dir), "VISLEX_WORKER_QUEUES": queues,
+            "VISLEX_WORKER_CONCURRENCY": str(concurrency), "VISLEX_JOB_HEARTBEAT_S": str(heartbeat_s),
+            "VISLEX_WORKER_IMPORTS": PLUGIN, "VISLEX_LOG_LEVEL": "warning",
+            "PYTHONPATH": str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+        })
+        self.log_path = log_path
+        out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen([sys.executable, "-m", "services.jobs.worker"], cwd=REPO_ROOT, env=env,
+                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        if log_path:
+            out.close()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (parent and pool processes): a machine dying mid-job."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        except ProcessLookupError:
+            pass
+        # Pool children die with their parent (PDEATHSIG); make sure of it.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def tail(self, n: int = 3000) -> str:
+        if self.log_path and self.log_path.exists():
+            return self.log_path.read_text(errors="replace")[-n:]
+        return ""
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.05, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}; last value: {last!r}")

@@ -1,0 +1,71 @@
+"""Recovery paths that need a real worker process but no API: reaping at worker start, Celery soft limit."""
+
+from __future__ import annotations
+
+import pytest
+
+import tests.services.jobs.plugin_aligners  # noqa: F401  (the submitting side validates the test method)
+from services.jobs.service import JobService, celery_sender
+from tests.services.jobs.harness import WorkerProcess, jobs_redis_db_url, wait_for
+
+HEARTBEAT_S = 0.3
+SEEDS = [[f"w{i}", f"m{i}"] for i in range(40)]
+
+
+@pytest.fixture()
+def service(redis_url, tmp_path, planted_spaces):
+    from services.infra.redis import connect
+    from celery import Celery
+
+    from services.jobs.celery_app import configure
+
+    url = jobs_redis_db_url(redis_url, db=5)
+    client = connect(url)
+    client.flushdb()
+    # A Celery app of its own: the shared one may already hold a broker pool for another test's Redis db.
+    svc_celery = configure(url, time_limit_s=60, app=Celery("vislex-recovery-test"))
+    en_path, fr_path, *_ = planted_spaces
+    svc = JobService(client, artifacts_dir=tmp_path / "artifacts", uploads_dir=tmp_path / "uploads",
+                     normalize="unit,center,unit", max_vocab=None, time_limit_s=60, heartbeat_s=HEARTBEAT_S,
+                     max_upload_bytes=1 << 20, configured_spaces={"en": str(en_path), "fr": str(fr_path)})
+    svc.url, svc.celery = url, svc_celery
+    yield svc
+    svc.close()
+    client.flushdb()
+
+
+def _request(tag: str, **options) -> dict:
+    return {"src": "en", "tgt": "fr", "method": "test_procrustes", "seed": "dictionary", "dictionary": SEEDS,
+            "options": {"tag": tag, **options}}
+
+
+def test_worker_start_reaps_a_job_left_running_by_a_dead_worker(service, tmp_path):
+    sent = []
+    service.send_task = lambda *args: sent.append(args)  # the original message is lost with its worker
+    view, created = service.submit(_request("reap-at-start", n_iter=2))
+    assert created and sent and service.store.claim(view["id"], 1, "ghost-worker") == "claimed"
+    wait_for(lambda: not service.store.heartbeat_alive(view["id"]), 5, message="ghost heartbeat expiry")
+    assert service.view(view["id"])["state"] == "running"  # nobody has noticed yet: no API monitor here
+    worker = WorkerProcess(service.url, tmp_path, queues="light", heartbeat_s=HEARTBEAT_S,
+                           log_path=tmp_path / "worker.log")
+    try:
+        done = wait_for(lambda: (lambda v: v if v["state"] in ("succeeded", "failed") else None)(
+            service.view(view["id"])), 30, interval=0.1, message="job recovered by the starting worker")
+        assert done["state"] == "succeeded", (done, worker.tail())
+        assert done["retries"] == 1 and done["attempt"] == 2
+    finally:
+        worker.stop()
+
+
+def test_celery_soft_time_limit_stops_a_step_that_never_reaches_a_boundary(service, tmp_path):
+    service.send_task = celery_sender(service.celery)
+    view, _ = service.submit(_request("soft-limit", n_iter=1, sleep_s=20, time_limit_s=1))
+    worker = WorkerProcess(service.url, tmp_path, queues="light", heartbeat_s=HEARTBEAT_S,
+                           log_path=tmp_path / "worker.log")
+    try:
+        done = wait_for(lambda: (lambda v: v if v["state"] in ("succeeded", "failed") else None)(
+            service.view(view["id"])), 20, interval=0.1, message="soft time limit")
+        assert done["state"] == "failed" and done["error"]["code"] == "time_limit_exceeded", (done, worker.tail())
+        assert done["finished_at"] - done["started_at"] < 10
+    finally:
+        worker.stop()

@@ -1,0 +1,43 @@
+"""docker-compose.yml parses (checked by the docker client when it exists; no engine is needed)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _has_compose() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30).returncode == 0
+
+
+@pytest.mark.skipif(not _has_compose(), reason="no docker client with the compose plugin on this machine")
+def test_compose_config_parses():
+    proc = subprocess.run(["docker", "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "--quiet"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_compose_services_share_redis_and_data():
+    yaml = pytest.importorskip("yaml")
+    spec = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = spec["services"]
+    assert set(services) == {"redis", "api", "worker"}
+    for name in ("api", "worker"):
+        assert services[name]["environment"]["VISLEX_REDIS_URL"] == "redis://redis:6379/0"
+        assert "vislex-data:/data" in services[name]["volumes"]
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert all("healthcheck" in s for s in services.values())
+    assert services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+
+
+def test_dockerfile_pins_torch_and_has_cpu_variant():
+    text = (ROOT / "docker" / "Dockerfile").read_text()
+    assert "torch==2.13.0" in text
+    assert "ARG VARIANT" in text and "base-cpu" in text and "base-gpu" in text

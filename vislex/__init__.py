@@ -1,0 +1,3 @@
+"""vislex: word translation through vision."""
+
+__version__ = "0.1.0"
