@@ -1,0 +1,174 @@
+"""BLI benchmark of the alignment engine (issue 3) on ../shared/data: static en/fr/de vectors, MUSE splits.
+
+For each pair (en→fr, en→de), over the 50k-word vocabularies normalised ``unit,center,unit``:
+supervised Procrustes and Procrustes+InstaMap on the MUSE 0-5000 train split; unsupervised WALIP
+step 2 seeded by identical strings, with robust (paper) and plain Procrustes; InstaMap alone on the
+train split; then L1 refinement on top of each of those, in the paper-faithful flow and in the
+exactly-orthogonal Cayley mode (steps, final l1 loss, orthogonality error, seconds). Every row is
+scored on the MUSE 5000-6500 test split over the full 50k target vocabulary (NN and CSLS-10).
+Each row runs in its own forked process, so "peak MB" is that row's own peak RSS.
+
+    .venv/bin/python benchmarks/bli.py [--pairs en-fr,en-de] [--max-vocab 50000] [--skip-faithful]
+
+Reference points on these vectors (../shared/data/README.md, issue 3): Procrustes 31.0 / 35.2,
+VecMap --supervised 34.7 / 37.7 (P@1 NN / CSLS, en→fr); the authors' L1 code on VecMap en→fr:
+64 steps, l1 loss −0.46 %, CSLS 37.7 → 38.1, 75 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import time
+import traceback
+
+import numpy as np
+
+from common import peak_rss_mb, print_table, shared_path, write_results  # noqa: I001  (sets sys.path)
+
+NORMALIZE = "unit,center,unit"
+
+
+def _run_in_child(fn, *args):
+    """Run fn(*args) in a forked process; returns (result, child's peak RSS in MiB)."""
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+
+    def target():
+        try:
+            out = fn(*args)
+            child.send(("ok", out, peak_rss_mb()))
+        except BaseException:  # noqa: BLE001 - reported to the parent as a failed row
+            child.send(("error", traceback.format_exc(limit=3), peak_rss_mb()))
+        finally:
+            child.close()
+
+    proc = ctx.Process(target=target)
+    proc.start()
+    status, payload, rss = parent.recv()
+    proc.join()
+    if status != "ok":
+        raise RuntimeError(payload)
+    return payload, rss
+
+
+def _scores(XW, YT, test, n_oov):
+    from services.alignment.evaluation import bli_evaluate
+
+    nn = bli_evaluate(XW, YT, test, retrieval="nn", n_oov_sources=n_oov)
+    csls = bli_evaluate(XW, YT, test, retrieval="csls", knn=10, n_oov_sources=n_oov)
+    return {"p1_nn": 100 * nn["p@1"], "p1_csls": 100 * csls["p@1"], "p10_csls": 100 * csls["p@10"],
+            "coverage": csls["coverage"], "n_queries": csls["n_queries"]}
+
+
+def _fit_row(src, tgt, method, seeds, options, test, n_oov):
+    from services.alignment.registry import align
+
+    started = time.perf_counter()
+    result = align(src, tgt, method, seed_pairs=seeds, options=options)
+    seconds = time.perf_counter() - started
+    m = result.mapping
+    XW, YT = m.transform_source(src.vectors), m.transform_target(tgt.vectors)
+    row = {"seconds": seconds, "pairs_used": result.pairs_used, **_scores(XW, YT, test, n_oov)}
+    return row, (XW.astype(np.float32), YT.astype(np.float32))
+
+
+def _l1_row(src_words, tgt_words, XW, YT, mode, test, n_oov, max_seconds):
+    from services.alignment.registry import align
+    from services.alignment.vectors import WordVectors
+
+    started = time.perf_counter()
+    result = align(WordVectors(src_words, XW), WordVectors(tgt_words, YT), "l1",
+                   options={"l1": {"mode": mode, "max_seconds": max_seconds}})
+    seconds = time.perf_counter() - started
+    stats = result.mapping.stats["stages"][0]
+    m = result.mapping
+    row = {"seconds": seconds, "pairs_used": stats["pairs"], "l1_steps": stats["steps"], "l1_stop": stats["stop_reason"],
+           "l1_loss_initial": stats["loss_initial"], "l1_loss_final": stats["loss_final"],
+           "l1_loss_drop_pct": 100 * (1 - stats["loss_final"] / stats["loss_initial"]),
+           "orth_err": stats["orthogonality_error"], "l1_seconds": stats["seconds"],
+           **_scores(m.transform_source(XW), m.transform_target(YT), test, n_oov)}
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pairs", default="en-fr,en-de")
+    ap.add_argument("--max-vocab", type=int, default=50000)
+    ap.add_argument("--skip-faithful", action="store_true", help="skip the (slow) paper-faithful L1 flow")
+    ap.add_argument("--l1-max-seconds", type=float, default=None, help="time budget per L1 run (default: none)")
+    args = ap.parse_args()
+
+    vectors_dir = shared_path("vectors")
+    muse = shared_path("dictionaries", "muse")
+    if vectors_dir is None or muse is None:
+        return
+    from services.alignment.dictionary import count_uncovered_sources, dictionary_to_indices, load_dictionary
+    from services.alignment.vectors import WordVectors, load_vectors, normalize
+
+    spaces: dict[str, WordVectors] = {}
+    rows: list[dict] = []
+    for pair in args.pairs.split(","):
+        s_lang, t_lang = pair.split("-")
+        for lang in (s_lang, t_lang):
+            if lang not in spaces:
+                raw = load_vectors(vectors_dir / f"{lang}.npy", max_vocab=args.max_vocab)
+                spaces[lang] = WordVectors(raw.words, normalize(raw.vectors, NORMALIZE))
+        src, tgt = spaces[s_lang], spaces[t_lang]
+        test_entries = load_dictionary(muse / f"{pair}.5000-6500.txt")
+        test, _ = dictionary_to_indices(test_entries, src.index, tgt.index)
+        _, n_oov = count_uncovered_sources(test_entries, src.index, tgt.index)
+        train, _ = dictionary_to_indices(load_dictionary(muse / f"{pair}.0-5000.txt"), src.index, tgt.index)
+        print(f"== {pair}: {len(src)} x {len(tgt)} words, {len(train)} train pairs, "
+              f"{len(np.unique(test[:, 0]))} test sources in vocabulary", flush=True)
+
+        bases = [
+            ("procrustes (sup.)", "procrustes", train, {}),
+            ("procrustes+instamap (sup.)", "procrustes+instamap", train, {}),
+            ("instamap (sup.)", "instamap", train, {}),
+            ("walip identical, robust", "walip", None, {"robust": True}),
+            ("walip identical, plain", "walip", None, {"robust": False}),
+        ]
+        for label, method, seeds, options in bases:
+            try:
+                (row, mapped), rss = _run_in_child(_fit_row, src, tgt, method, seeds, options, test, n_oov)
+            except RuntimeError as exc:
+                print(f"{pair} {label}: failed\n{exc}")
+                continue
+            rows.append({"pair": pair, "method": label, "peak_mb": rss, **row})
+            _show(rows[-1])
+            modes = ["orthogonal"] if args.skip_faithful else ["faithful", "orthogonal"]
+            for mode in modes:
+                try:
+                    l1, rss = _run_in_child(_l1_row, src.words, tgt.words, mapped[0], mapped[1], mode, test, n_oov,
+                                            args.l1_max_seconds)
+                except RuntimeError as exc:
+                    print(f"{pair} {label} + l1 {mode}: failed\n{exc}")
+                    continue
+                l1["gain_p1_csls"] = l1["p1_csls"] - row["p1_csls"]
+                rows.append({"pair": pair, "method": f"  + l1 {mode}", "peak_mb": rss, **l1})
+                _show(rows[-1])
+
+    print("\nBLI on MUSE 5000-6500 (P@1/P@10 in %, over the full target vocabulary), 2-core CPU")
+    print_table(rows, [("pair", "pair", ""), ("method", "method", ""), ("p1_nn", "P@1 NN", ".1f"),
+                       ("p1_csls", "P@1 CSLS", ".1f"), ("p10_csls", "P@10 CSLS", ".1f"), ("seconds", "seconds", ".1f"),
+                       ("peak_mb", "peak MB", ".0f"), ("pairs_used", "pairs", "d")])
+    l1_rows = [r for r in rows if "l1_steps" in r]
+    if l1_rows:
+        print("\nL1 refinement detail (on the row above it in the main table)")
+        print_table(l1_rows, [("pair", "pair", ""), ("method", "mode", ""), ("l1_steps", "steps", "d"),
+                              ("l1_stop", "stopped by", ""), ("l1_loss_initial", "l1 before", ".1f"),
+                              ("l1_loss_final", "l1 after", ".1f"), ("l1_loss_drop_pct", "drop %", ".2f"),
+                              ("orth_err", "max|MMt-I|", ".1e"), ("l1_seconds", "solver s", ".1f"),
+                              ("gain_p1_csls", "ΔP@1 CSLS", "+.1f")])
+    write_results("bli", {"normalize": NORMALIZE, "max_vocab": args.max_vocab, "rows": rows})
+
+
+def _show(row: dict) -> None:
+    extra = f" l1 {row['l1_loss_initial']:.1f}->{row['l1_loss_final']:.1f} ({row['l1_stop']})" if "l1_steps" in row else ""
+    print(f"{row['pair']} {row['method']}: P@1 NN {row['p1_nn']:.1f} CSLS {row['p1_csls']:.1f} "
+          f"P@10 {row['p10_csls']:.1f} in {row['seconds']:.1f}s, peak {row['peak_mb']:.0f} MB{extra}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""What every benchmark shares: where the data lives, peak memory, the results folder, a plain table."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# ../shared/data beside the checkout (as on CI and the developers' machines); VISLEX_SHARED_DATA overrides.
+SHARED_DATA = Path(os.environ.get("VISLEX_SHARED_DATA", ROOT.parent / "shared" / "data"))
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def shared_path(*parts: str) -> Path | None:
+    """A path under the shared data folder, or None (after saying so) when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        print(f"{path} is not present: this benchmark reads ../shared/data (or VISLEX_SHARED_DATA); nothing measured.")
+        return None
+    return path
+
+
+def peak_rss_mb(children: bool = False) -> float:
+    """Peak resident memory of this process (or of its waited-for children) in MiB."""
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    return resource.getrusage(who).ru_maxrss / 1024.0
+
+
+def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
+    """Print ``rows`` as a fixed-width table; ``columns`` are (key, header, format spec)."""
+    cells = [[("" if r.get(k) is None else format(r[k], spec)) for k, _, spec in columns] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, (_, h, _) in enumerate(columns)]
+    line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, ((_, h, _), w) in enumerate(zip(columns, widths)))
+    print(line)
+    print("-" * len(line))
+    for c in cells:
+        print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths))))
+
+
+def write_results(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{name}.json"
+    out.write_text(json.dumps(payload, indent=2, default=str))
+    print(f"wrote {out}")
+    return out
