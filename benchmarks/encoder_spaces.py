@@ -16,17 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import RESULTS, SHARED_DATA  # noqa: E402  (sets sys.path)
 
-MUSE = Path("/work/shared/data/dictionaries/muse")
-RESULTS = ROOT / "benchmarks" / "results"
+MUSE = SHARED_DATA / "dictionaries" / "muse"
 REFERENCE = {"en-fr": (66.3, 69.8), "en-de": (50.3, 55.6), "en-ru": (43.6, 47.2)}
 
 

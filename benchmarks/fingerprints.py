@@ -3,7 +3,7 @@
 Stages: text encoding (prompt ensembles through the CLIP text tower), image encoding (first
 run, then from the on-disk cache), fingerprints + visual filter + CSLS pivot matching.
 ViT-B-32 with random weights (timing only; no weights exist here). Reads the 1,000 ImageNet
-samples from /work/shared/data when present and says so when absent.
+samples from ../shared/data when present and says so when absent.
 
     .venv/bin/python benchmarks/fingerprints.py [--words 20000] [--device cpu]
 """
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import sys
 import tempfile
 import time
@@ -21,16 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import RESULTS as RESULTS_DIR, SHARED_DATA, peak_rss_mb  # noqa: E402  (sets sys.path)
 
 import models.torchvision_compat  # noqa: E402,F401  (before open_clip)
 
-DEFAULT_IMAGES = Path("/work/shared/data/images/imagenet-samples")
-RESULTS = Path(__file__).resolve().parent / "results" / "fingerprints.json"
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+DEFAULT_IMAGES = SHARED_DATA / "images" / "imagenet-samples"
+RESULTS = RESULTS_DIR / "fingerprints.json"
 
 
 def random_encoder(model_name: str, device: str):
@@ -80,7 +74,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.images.is_dir():
-        print(f"image folder {args.images} is absent (/work/shared/data not mounted?): nothing to benchmark")
+        print(f"image folder {args.images} is absent (../shared/data not present?): nothing to benchmark")
         sys.exit(0)
     rows: list[tuple[str, float, str]] = []
     t0 = time.perf_counter()

@@ -3,7 +3,7 @@
 Starts a real embedded Redis and one real Celery worker (``python -m services.jobs.worker``, prefork,
 concurrency 1), and the API in-process (FastAPI TestClient, lifespan included). The alignment work
 itself is made negligible (Procrustes on two synthetic 2,000 x 64 spaces with a 200-pair seed
-dictionary) so the numbers measure the job machinery, not the numerics; /work/shared/data is not
+dictionary) so the numbers measure the job machinery, not the numerics; ../shared/data is not
 needed. Each job gets a distinct dictionary, hence a distinct content address.
 
     .venv/bin/python benchmarks/jobs.py [--jobs 20] [--polls 500]
@@ -26,9 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "benchmarks" / "results"
+from common import RESULTS, ROOT  # noqa: E402  (sets sys.path)
 
 
 def _pct(values: list[float], q: float) -> float:

@@ -1,7 +1,7 @@
 """Load-test translation serving: the real service (uvicorn + uvloop/httptools) over loopback.
 
 Starts a real embedded Redis and the API (``uvicorn --factory app.main:app_from_env``, env
-``VISLEX_*``) with the en and fr spaces of /work/shared/data/vectors (50k words each) and a saved
+``VISLEX_*``) with the en and fr spaces of ../shared/data/vectors (50k words each) and a saved
 en→fr Procrustes mapping fitted on the MUSE train split, then drives it with a bounded async
 load generator (request count and time both bounded; a minimal asyncio HTTP/1.1 client, plus
 httpx.AsyncClient for the cached GETs to show what that client itself costs):
@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,11 +33,7 @@ import httpx
 import numpy as np
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-DATA = Path("/work/shared/data")
-RESULTS = ROOT / "benchmarks" / "results"
+from common import RESULTS, ROOT, SHARED_DATA as DATA  # noqa: E402  (sets sys.path)
 
 
 def fit_mapping(out: Path) -> tuple[str, str]:

@@ -11,7 +11,6 @@ import hashlib
 import io
 import json
 import threading
-import time
 from contextlib import contextmanager
 
 import numpy as np

@@ -64,7 +64,7 @@ def test_real_use_multilingual_shared_space(tmp_path):
     start = time.perf_counter()
     from models.text_encoders import load_text_encoder
 
-    encoder = load_text_encoder("use-multilingual")
+    load_text_encoder("use-multilingual")
     if time.perf_counter() - start > 10:  # pragma: no cover - slow machine
         pytest.skip("USE took over 10 s to load")
     from services.serving.registry import SpaceRegistry, identity_mapping

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.clip import ClipPool, LanguageEncoders
+from models.clip import LanguageEncoders
 
 EMBED = 48
 N_IMAGES = 90
