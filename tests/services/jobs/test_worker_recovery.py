@@ -59,12 +59,20 @@ def test_worker_start_reaps_a_job_left_running_by_a_dead_worker(service, tmp_pat
 
 def test_celery_soft_time_limit_stops_a_step_that_never_reaches_a_boundary(service, tmp_path):
     service.send_task = celery_sender(service.celery)
-    view, _ = service.submit(_request("soft-limit", n_iter=1, sleep_s=20, time_limit_s=1))
+    # The step sleeps far longer than any wait below: only the soft limit can end it in time.
+    view, _ = service.submit(_request("soft-limit", n_iter=1, sleep_s=120, time_limit_s=1))
     worker = WorkerProcess(service.url, tmp_path, queues="light", heartbeat_s=HEARTBEAT_S,
                            log_path=tmp_path / "worker.log")
     try:
-        done = wait_for(lambda: (lambda v: v if v["state"] in ("succeeded", "failed") else None)(
-            service.view(view["id"])), 20, interval=0.1, message="soft time limit")
+        # Worker start-up (imports, pool fork) is not what is measured: on a loaded CI machine it
+        # can take most of a minute, so wait for the job to start before timing the limit.
+        wait_for(lambda: service.view(view["id"])["state"] != "queued", 90, interval=0.1,
+                 message="worker to pick the job up")
+        try:
+            done = wait_for(lambda: (lambda v: v if v["state"] in ("succeeded", "failed") else None)(
+                service.view(view["id"])), 30, interval=0.1, message="soft time limit")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nworker log:\n{worker.tail()}") from None
         assert done["state"] == "failed" and done["error"]["code"] == "time_limit_exceeded", (done, worker.tail())
         assert done["finished_at"] - done["started_at"] < 10
     finally:
