@@ -52,6 +52,9 @@ class Settings(BaseSettings):
 
     # --- word spaces and translation serving ---
     spaces: dict[str, str] = Field(default_factory=dict, description="language -> vectors file")
+    space_path_roots: list[Path] = Field(
+        default_factory=list, description="extra directories POST /v1/spaces may register server-side files from "
+        "(always allowed: data_dir and the directories of the configured spaces)")
     mappings: dict[str, str] = Field(default_factory=dict, description="'src-tgt' -> Mapping file")
     encoder_languages: list[str] = Field(default_factory=lambda: ["en", "fr", "de", "es", "it", "ru"])
     text_encoder: str = "use-multilingual"
@@ -71,6 +74,9 @@ class Settings(BaseSettings):
     clip_models: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-language CLIP overrides")
     clip_device: str = "auto"
     images_dir: Path | None = None
+    clip_templates: dict[str, list[str]] | str | None = Field(
+        None, description="prompt ensembles {lang: [templates]} overriding the shipped ones for those languages: "
+        "inline JSON or the path of a JSON file; each template holds exactly one '{}'")
 
     # --- uCLIP retrieval ---
     uclip_checkpoint: Path | None = None
@@ -97,6 +103,13 @@ class Settings(BaseSettings):
             if len(parts) != 2 or not all(parts):
                 raise ValueError(f"mapping key {key!r} must look like 'src-tgt'")
         return value
+
+    @field_validator("clip_templates")
+    @classmethod
+    def _clip_templates(cls, value: dict[str, list[str]] | str | None) -> dict[str, list[str]] | None:
+        from services.vision.config import parse_templates
+
+        return parse_templates(value)
 
     @field_validator("normalize")
     @classmethod

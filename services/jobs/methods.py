@@ -42,8 +42,32 @@ def canonical(method: str) -> str:
         raise InvalidInput(exc.message, detail=detail) from None
 
 
+FINGERPRINT_OPTIONS = "fingerprints"  # not a method option: WALIP step-1 knobs for seed=fingerprints
+
+
 def validate_options(method: str, options: dict) -> None:
-    """Reject unknown method options at submission (422) rather than in the worker."""
+    """Reject unknown method options at submission (422) rather than in the worker.
+
+    ``options.fingerprints`` (a mapping of ``FingerprintOptions`` fields: q, k, max_words,
+    templates, ...) configures the fingerprint seed and is checked here, then left to the runner.
+    """
+    options = dict(options)
+    if FINGERPRINT_OPTIONS in options:
+        fp = options.pop(FINGERPRINT_OPTIONS)
+        if not isinstance(fp, dict):
+            raise InvalidInput("options.fingerprints must be an object of fingerprint options",
+                               detail={"field": "options.fingerprints"})
+        from services.vision.walip_pipeline import FingerprintOptions
+
+        try:
+            FingerprintOptions.from_dict(fp)
+            if fp.get("templates") is not None:
+                from services.vision.config import validate_templates
+
+                validate_templates(fp["templates"], where="options.fingerprints.templates")
+        except (InvalidInput, TypeError, ValueError) as exc:
+            message = exc.message if isinstance(exc, InvalidInput) else str(exc)
+            raise InvalidInput(message, detail={"field": "options.fingerprints"}) from None
     if method in EXTRA_ALIGNERS:
         return
     registry = _registry()

@@ -127,7 +127,61 @@ class ProgressReporter:
                                     detail={"job_id": self.job_id, "time_limit_s": self.time_limit_s})
 
 
-def _seed_pairs(spec: dict[str, Any], src, tgt) -> tuple[np.ndarray | None, dict[str, Any]]:
+FINGERPRINT_OPTIONS = methods.FINGERPRINT_OPTIONS  # job option holding WALIP step-1 knobs
+
+
+def _lang(side: dict[str, Any]) -> str:
+    return str(side.get("lang") or side["name"])
+
+
+class _FingerprintSetup:
+    """What ``seed=fingerprints`` needs, checked before any word space is loaded (fail fast, never fall back)."""
+
+    def __init__(self, spec: dict[str, Any], settings: Any = None, clip_pool: Any = None):
+        from services.vision import config as vc
+        from services.vision.walip_pipeline import FingerprintOptions
+
+        if settings is None:
+            from app.settings import load_settings
+
+            settings = load_settings()
+        self.src_lang, self.tgt_lang = _lang(spec["src"]), _lang(spec["tgt"])
+        self.images_dir = vc.check_images_dir(getattr(settings, "images_dir", None))
+        opts = dict((spec.get("options") or {}).get(FINGERPRINT_OPTIONS) or {})
+        if opts.get("templates") is None:
+            opts["templates"] = vc.effective_templates(getattr(settings, "clip_templates", None))
+        self.options = FingerprintOptions.from_dict(opts)
+        pool = clip_pool if clip_pool is not None else vc.pool_from_settings(settings, [self.src_lang, self.tgt_lang])
+        self.src_enc = vc.language_encoders(pool, self.src_lang)
+        self.tgt_enc = vc.language_encoders(pool, self.tgt_lang)
+        data_dir = getattr(settings, "data_dir", None)
+        self.cache_dir = str(Path(data_dir) / "cache") if data_dir else None
+
+    def pivots(self, src, tgt, progress) -> tuple[np.ndarray, dict[str, Any]]:
+        """WALIP step 1 (methods.md): fingerprint pivot pairs, as seed pairs for step 2."""
+        from services.errors import NotFound, Unavailable
+        from services.vision.config import IMAGES_UNAVAILABLE
+        from services.vision.walip_pipeline import compute_pivots
+
+        try:
+            report = compute_pivots(src.words, tgt.words, src_enc=self.src_enc, tgt_enc=self.tgt_enc,
+                                    images_dir=self.images_dir, src_lang=self.src_lang, tgt_lang=self.tgt_lang,
+                                    options=self.options, cache_dir=self.cache_dir, progress=progress)
+        except NotFound as exc:  # the folder vanished between the check and the embedding
+            raise Unavailable(f"image set unavailable: {exc.message}", code=IMAGES_UNAVAILABLE, detail=exc.detail) from None
+        pairs = report.pivots.pairs
+        summary = report.summary()
+        if len(pairs) == 0:
+            raise InvalidInput("seed 'fingerprints': the fingerprint step found no pivot pairs "
+                               "(lower options.fingerprints.q or check the image set)",
+                               code="no_seed_pairs", detail={"field": "seed", "fingerprints": summary})
+        info = {"seed": "fingerprints", "seed_pairs": len(pairs), "pivot_pairs": len(pairs),
+                "fingerprints": {**summary, "src_encoder": self.src_enc.source, "tgt_encoder": self.tgt_enc.source}}
+        return pairs, info
+
+
+def _seed_pairs(spec: dict[str, Any], src, tgt, fingerprints: _FingerprintSetup | None = None,
+                progress=None) -> tuple[np.ndarray, dict[str, Any]]:
     from services.alignment import dictionary as D
 
     seed = spec["seed"]
@@ -143,7 +197,25 @@ def _seed_pairs(spec: dict[str, Any], src, tgt) -> tuple[np.ndarray | None, dict
             raise InvalidInput("none of the dictionary pairs is in both vocabularies",
                                detail={"field": "dictionary", "oov_pairs": n_oov})
         return pairs, {"seed": seed, "seed_pairs": int(len(pairs)), "seed_oov_pairs": int(n_oov)}
-    return None, {"seed": seed}  # "fingerprints": the method derives its own pivots (methods.md, WALIP step 1-2)
+    if seed == "fingerprints":
+        if fingerprints is None:
+            raise InvalidInput("seed 'fingerprints' needs the CLIP fingerprint setup", detail={"field": "seed"})
+        return fingerprints.pivots(src, tgt, progress)
+    # never hand None to align: the registry would silently seed from identical strings
+    raise InvalidInput(f"unknown seed {seed!r}", detail={"field": "seed", "known": ["identical", "dictionary", "fingerprints"]})
+
+
+def _initial_matching(spec: dict[str, Any], pairs: np.ndarray, src, tgt) -> dict[str, Any] | None:
+    """Precision of the pivot pairs against ``evaluate_with`` (WALIP's initial matching accuracy)."""
+    test = spec.get("evaluate_with")
+    if not test:
+        return None
+    from services.alignment import dictionary as D
+    from services.vision.fingerprints import pivot_precision
+
+    gold, _ = D.dictionary_to_indices([tuple(p) for p in test], src.index, tgt.index)
+    metrics = pivot_precision(pairs, gold)
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in metrics.items()}
 
 
 def _evaluate(spec: dict[str, Any], mapping, src, tgt) -> dict[str, Any] | None:
@@ -160,6 +232,19 @@ def _evaluate(spec: dict[str, Any], mapping, src, tgt) -> dict[str, Any] | None:
     scores = bli_evaluate(mapping.transform_source(src.vectors), mapping.transform_target(tgt.vectors), test,
                           n_oov_sources=uncovered)
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in scores.items()}
+
+
+def _record_seed(mapping, seed_info: dict[str, Any]) -> None:
+    """The mapping records the seed actually used (the registry only knows "given" pairs)."""
+    stats = getattr(mapping, "stats", None)
+    if isinstance(stats, dict):
+        stats.update({k: v for k, v in seed_info.items() if k != "seed_oov_pairs"})
+    params = getattr(mapping, "params", None)
+    if isinstance(params, dict) and seed_info.get("seed") == "fingerprints":
+        params["seed"] = seed_info["seed"]
+        params["seed_pairs"] = seed_info.get("seed_pairs")
+        if hasattr(mapping, "content_hash"):
+            mapping.version = mapping.content_hash()
 
 
 def _write_artifacts(job_dir: Path, mapping, dictionary, src, tgt) -> dict[str, Any]:
@@ -191,8 +276,14 @@ def publish_mapping(client: redis.Redis, src: str, tgt: str, info: dict[str, Any
 
 
 def run_alignment_job(client: redis.Redis, job_id: str, attempt: int, *, artifacts_dir: Path,
-                      heartbeat_s: float, max_retries: int = 1) -> dict[str, Any]:
-    """Task body: returns a small summary for Celery's result backend (the job state lives in the store)."""
+                      heartbeat_s: float, max_retries: int = 1, settings: Any = None,
+                      clip_pool: Any = None) -> dict[str, Any]:
+    """Task body: returns a small summary for Celery's result backend (the job state lives in the store).
+
+    ``settings`` (default: :func:`app.settings.load_settings`, read only for ``seed=fingerprints``)
+    supply the image folder, the CLIP per language and the prompt templates; ``clip_pool``
+    replaces the pool built from them (tests, embedding callers).
+    """
     store = JobStore(client, heartbeat_ttl_s=3 * heartbeat_s, max_retries=max_retries)
     worker = f"{socket.gethostname()}:{os.getpid()}"
     outcome = store.claim(job_id, attempt, worker)
@@ -209,16 +300,30 @@ def run_alignment_job(client: redis.Redis, job_id: str, attempt: int, *, artifac
     except ImportError:  # pragma: no cover - celery is a dependency
         SoftTimeLimitExceeded = TimeLimitExceeded  # type: ignore[misc]
     try:
+        fingerprints = None
+        if spec["seed"] == "fingerprints":
+            reporter("clip", 0, 1, {})
+            fingerprints = _FingerprintSetup(spec, settings, clip_pool)  # fails fast: no CLIP, no images
+            reporter("clip", 1, 1, {})
         reporter("loading", 0, 2, {})
         src = load_space(spec["src"], max_vocab=spec.get("max_vocab"), normalize=spec.get("normalize", ""))
         reporter("loading", 1, 2, {})
         tgt = load_space(spec["tgt"], max_vocab=spec.get("max_vocab"), normalize=spec.get("normalize", ""))
         reporter("loading", 2, 2, {})
-        seed_pairs, seed_info = _seed_pairs(spec, src, tgt)
-        result = methods.align(src, tgt, spec["method"], seed_pairs=seed_pairs, options=spec.get("options") or {},
-                       progress=reporter)
+        seed_pairs, seed_info = _seed_pairs(spec, src, tgt, fingerprints, reporter)
+        initial = _initial_matching(spec, seed_pairs, src, tgt) if fingerprints is not None else None
+        if initial is not None:
+            seed_info["fingerprints"]["initial_matching"] = initial
+            seed_info["initial_matching_precision"] = initial["precision"]
+        align_options = {k: v for k, v in (spec.get("options") or {}).items() if k != FINGERPRINT_OPTIONS}
+        result = methods.align(src, tgt, spec["method"], seed_pairs=seed_pairs, options=align_options,
+                               progress=reporter)
+        _record_seed(result.mapping, seed_info)
         reporter("evaluating", 0, 1, {})
         evaluation = _evaluate(spec, result.mapping, src, tgt)
+        if evaluation is not None and initial is not None:
+            evaluation = {**evaluation, "initial_matching_precision": initial["precision"],
+                          "pivot_pairs": seed_info["pivot_pairs"]}
         reporter("saving", 0, 1, {})
         artifacts = _write_artifacts(Path(artifacts_dir) / "alignments" / job_id, result.mapping,
                                      getattr(result, "dictionary", None), src, tgt)

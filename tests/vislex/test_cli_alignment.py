@@ -217,3 +217,66 @@ def test_module_entry_point_reports_one_line(planted, tmp_path):
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'empty.txt'}: dictionary is empty"
+
+
+# ------------------------------------------------------------------ reported numbers
+
+
+def test_validation_loss_never_includes_the_l1_loss(planted, tmp_path):
+    from services.alignment.mapping import Mapping
+
+    result = run_cli("align", planted / "src.vec", planted / "tgt.npy", "--method", "procrustes+l1",
+                     "--dictionary", planted / "train.txt", "--option", "max_steps=20", "--out", tmp_path / "p.npz")
+    assert result.exit_code == 0, result.stderr
+    summary = last_json(result)
+    l1 = next(s for s in Mapping.load(tmp_path / "p.npz").stats["stages"] if s["method"] == "l1")
+    assert summary["validation_loss"] is None  # procrustes has no validation loss; the l1 loss is not one
+    assert summary["l1_loss"]["final"] == pytest.approx(l1["loss_final"])
+    assert summary["l1_loss"]["initial"] == pytest.approx(l1["loss_initial"])
+
+    result = run_cli("align", planted / "src.vec", planted / "tgt.npy", "--method", "walip+l1",
+                     "--dictionary", planted / "train.txt", "--option", "max_steps=20", "--option", "max_iter=3",
+                     "--out", tmp_path / "w.npz")
+    assert result.exit_code == 0, result.stderr
+    summary = last_json(result)
+    walip = next(s for s in Mapping.load(tmp_path / "w.npz").stats["stages"] if s["method"] == "walip")
+    assert summary["validation_loss"] == pytest.approx(walip["best_validation_loss"])
+    assert "final" in summary["l1_loss"]
+
+
+def test_seed_none_reports_the_seed_actually_used(planted, tmp_path):
+    result = run_cli("align", planted / "src.vec", planted / "tgt_same.npy", "--method", "procrustes",
+                     "--seed", "none", "--out", tmp_path / "m.npz")
+    assert result.exit_code == 0, result.stderr
+    summary = last_json(result)
+    assert summary["seed"] == "identical" and summary["seed_pairs"] == N_WORDS
+    assert summary["seed_requested"] == "none"
+    assert "--seed none" in result.stderr
+    # a method that needs no seeds really runs without any
+    result = run_cli("align", planted / "src.vec", planted / "tgt_same.npy", "--method", "l1", "--seed", "none",
+                     "--option", "max_steps=5", "--out", tmp_path / "l1.npz")
+    assert result.exit_code == 0, result.stderr
+    summary = last_json(result)
+    assert summary["seed"] == "none" and summary["seed_pairs"] == 0 and "seed_requested" not in summary
+
+
+def test_evaluate_and_export_reuse_recorded_max_vocab(planted, tmp_path):
+    result = run_cli("align", planted / "src.vec", planted / "tgt_same.npy", "--method", "procrustes",
+                     "--max-vocab", "100", "--out", tmp_path / "m.npz")
+    assert result.exit_code == 0, result.stderr
+    (tmp_path / "same.txt").write_text("".join(f"s{i} s{i}\n" for i in range(50, 110)))
+    result = run_cli("evaluate", planted / "src.vec", planted / "tgt_same.npy", "--mapping", tmp_path / "m.npz",
+                     "--dictionary", tmp_path / "same.txt")
+    assert result.exit_code == 0, result.stderr
+    assert "source: 100 words" in result.stderr and "target: 100 words" in result.stderr
+    assert "recorded in the mapping" in result.stderr and "differ from those" not in result.stderr
+    assert last_json(result)["n_queries"] == 50  # s100..s109 are outside the first 100 words
+    result = run_cli("export", planted / "src.vec", planted / "tgt_same.npy", "--mapping", tmp_path / "m.npz",
+                     "--vectors-out", tmp_path / "aligned.vec")
+    assert result.exit_code == 0, result.stderr
+    assert last_json(result)["source_words"] == 100
+    # an explicit --max-vocab still wins
+    result = run_cli("evaluate", planted / "src.vec", planted / "tgt_same.npy", "--mapping", tmp_path / "m.npz",
+                     "--dictionary", tmp_path / "same.txt", "--max-vocab", "120")
+    assert result.exit_code == 0, result.stderr
+    assert "source: 120 words" in result.stderr

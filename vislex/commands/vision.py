@@ -52,20 +52,47 @@ def _cli_errors(func: Callable) -> Callable:
     return wrapper
 
 
+def _finite(value: Any) -> Any:
+    """NaN/inf -> None, recursively: the printed lines are strict JSON (e.g. an undefined precision)."""
+    import math
+
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _print_json(payload: dict[str, Any]) -> None:
     sys.stdout.flush()
-    typer.echo(json.dumps(payload, ensure_ascii=False))
+    typer.echo(json.dumps(_finite(payload), ensure_ascii=False, allow_nan=False))
 
 
 def _progress(stage: str, current: int, total: int, metrics: dict) -> None:
     _eprint(f"[{stage}] {current}/{total} {json.dumps(metrics) if metrics else ''}".rstrip())
 
 
-def _templates(path: Optional[Path]) -> Optional[dict]:
-    if path is None:
-        return None
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return data.get("templates", data)
+def _templates(path: Optional[Path]) -> dict:
+    """Shipped prompt ensembles, overridden per language by --templates, else by VISLEX_CLIP_TEMPLATES."""
+    from app.settings import SettingsError, load_settings
+    from services.errors import InvalidInput
+    from services.vision.config import effective_templates, parse_templates
+
+    if path is not None:
+        try:
+            return effective_templates(parse_templates(str(path)))
+        except ValueError as exc:
+            raise InvalidInput(f"--templates: {exc}") from None
+    try:
+        return effective_templates(load_settings().clip_templates)
+    except SettingsError as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 def register(app: typer.Typer) -> None:
