@@ -9,7 +9,9 @@ wraps them as :class:`ClipEncoder`. Missing weights never crash a caller:
 :class:`ClipPool` records per-language availability for ``/readyz``.
 
 Any object with ``encode_text(texts, batch_size) -> (n, D) unit rows`` in a CLIP space is
-a :class:`TextTower`; uCLIP heads or another language's CLIP tower can fill that slot.
+a :class:`TextTower`; uCLIP heads or another language's CLIP tower can fill that slot. From
+configuration a slot is a :class:`TowerSpec` (``{"kind": "uclip", "heads": <checkpoint>,
+"text_encoder": ..., "base": "en"}``), built lazily by :func:`build_tower`.
 """
 
 from __future__ import annotations
@@ -367,6 +369,70 @@ def embed_words(tower: TextTower, words: Sequence[str], lang: str,
     return (mean / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+# ---------------------------------------------------------------- pluggable text towers
+
+TOWER_KINDS = ("uclip",)
+
+
+@dataclass(frozen=True)
+class TowerSpec:
+    """A text tower from configuration, for a language without a CLIP of its own.
+
+    ``kind="uclip"``: uCLIP heads (``heads``: checkpoint path) over a multilingual text
+    encoder (``text_encoder``: name or path; default the one recorded in the checkpoint).
+    Words are embedded as f_M(multilingual(prompt)) and the image set as f_C(CLIP image) with
+    the ``base`` language's CLIP (methods.md, uCLIP inference; WALIP step 1).
+    """
+
+    kind: str = "uclip"
+    heads: str | None = None
+    text_encoder: str | None = None
+    base: str = "en"
+    device: str = "cpu"
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.kind}:{Path(self.heads).name if self.heads else 'no-heads'}"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TowerSpec:
+        d = dict(d)
+        if "tower" in d:  # {"tower": "uclip", ...} reads naturally in a per-language config
+            d.setdefault("kind", d.pop("tower"))
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise InvalidInput(f"unknown text-tower keys: {unknown}", detail={"known": sorted(known)})
+        if d.get("kind", "uclip") not in TOWER_KINDS:
+            raise InvalidInput(f"unknown text-tower kind {d.get('kind')!r}", detail={"known": list(TOWER_KINDS)})
+        return cls(**d)
+
+
+def build_tower(spec: TowerSpec, lang: str | None = None) -> TextTower:
+    """Load the tower a :class:`TowerSpec` names; Unavailable (with the reason) when it cannot."""
+    if spec.kind != "uclip":
+        raise InvalidInput(f"unknown text-tower kind {spec.kind!r}", detail={"known": list(TOWER_KINDS)})
+    if not spec.heads:
+        raise Unavailable(f"text tower {spec.label}: no uCLIP heads checkpoint configured",
+                          detail={"encoder": spec.label, "reason": "weights_missing"})
+    from models.uclip import CheckpointError, UclipTextTower
+
+    try:
+        tower = UclipTextTower.from_checkpoint(spec.heads, spec.text_encoder, device=spec.device, label=spec.label)
+    except Unavailable:
+        raise
+    except (CheckpointError, ValueError, OSError) as e:
+        raise Unavailable(f"text tower {spec.label}: {e}",
+                          detail={"encoder": spec.label, "reason": "load_failed", "path": spec.heads}) from e
+    langs = tower.languages
+    if lang is not None and langs and "*" not in langs and lang not in langs:
+        raise Unavailable(f"text tower {spec.label}: text encoder {getattr(tower.text_encoder, 'name', '?')} "
+                          f"does not support {lang!r}",
+                          detail={"encoder": spec.label, "reason": "unsupported_language", "supported": list(langs)})
+    return tower
+
+
 # ---------------------------------------------------------------- per-language pool
 
 
@@ -392,13 +458,15 @@ class ClipPool:
 
     ``reuse`` maps a language without its own CLIP to the language whose CLIP text tower it
     borrows (fine for related scripts; fails for en->ru per the WALIP paper). ``towers``
-    holds pluggable text towers (e.g. uCLIP heads) as ``lang -> (tower, base language)``:
-    the tower's outputs live in the base language's CLIP space.
+    holds pluggable text towers (e.g. uCLIP heads) as ``lang -> (tower, base language)``, or
+    as a :class:`TowerSpec` (or its dict) loaded on first use. The image side is the base
+    language's CLIP image tower, passed through ``tower.image_encoder(clip)`` when the tower
+    has one (uCLIP: f_C), so words and images meet in the tower's space.
     """
 
     specs: list[ClipSpec] = field(default_factory=list)
     reuse: dict[str, str] = field(default_factory=dict)
-    towers: dict[str, tuple[TextTower, str]] = field(default_factory=dict)
+    towers: dict[str, Any] = field(default_factory=dict)
     _loaded: dict[str, ClipEncoder] = field(default_factory=dict)
     _errors: dict[str, Unavailable] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -435,6 +503,11 @@ class ClipPool:
                 self.encoder(spec)
             except Unavailable:
                 pass
+        for lang in list(self.towers):
+            try:
+                self.tower(lang)
+            except Unavailable:
+                pass
         return self.status()
 
     def retry(self) -> None:
@@ -442,12 +515,40 @@ class ClipPool:
         with self._lock:
             self._errors.clear()
 
+    def tower(self, lang: str) -> tuple[TextTower, str]:
+        """(tower, base language) of ``lang``'s slot, building a configured one once."""
+        entry = self.towers[lang]
+        if isinstance(entry, tuple):
+            return entry
+        spec = entry if isinstance(entry, TowerSpec) else TowerSpec.from_dict(entry)
+        key = f"tower:{lang}"
+        with self._lock:
+            if isinstance(self.towers[lang], tuple):
+                return self.towers[lang]
+            if key in self._errors:
+                raise self._errors[key]
+            try:
+                tower = build_tower(spec, lang)
+            except Unavailable as e:
+                self._errors[key] = e
+                raise
+            self.towers[lang] = (tower, spec.base)
+            return self.towers[lang]
+
     def for_language(self, lang: str) -> LanguageEncoders:
         """Text tower + image encoder for ``lang``; Unavailable says which encoder is missing and why."""
         if lang in self.towers:
-            tower, base = self.towers[lang]
+            tower, base = self.tower(lang)
             base_enc = self.for_language(base)
-            return LanguageEncoders(lang, tower, base_enc.image, getattr(tower, "label", type(tower).__name__), base)
+            image = base_enc.image
+            wrap = getattr(tower, "image_encoder", None)
+            if callable(wrap):
+                try:
+                    image = wrap(base_enc.image)
+                except ValueError as e:
+                    raise Unavailable(f"text tower for {lang!r} does not fit the {base!r} CLIP: {e}",
+                                      detail={"language": lang, "base": base, "reason": "dimension_mismatch"}) from e
+            return LanguageEncoders(lang, tower, image, getattr(tower, "label", type(tower).__name__), base)
         spec = self.spec_for(lang)
         reused = None
         if spec is None and lang in self.reuse:
@@ -477,6 +578,13 @@ class ClipPool:
             }
         for lang, base in self.reuse.items():
             out[f"reuse:{lang}"] = {"languages": [lang], "reuses": base, "available": None, "reason": None}
-        for lang, (tower, base) in self.towers.items():
-            out[f"tower:{lang}"] = {"languages": [lang], "base": base, "available": True, "reason": None}
+        for lang, entry in self.towers.items():
+            if isinstance(entry, tuple):
+                out[f"tower:{lang}"] = {"languages": [lang], "base": entry[1], "available": True, "reason": None}
+                continue
+            spec = entry if isinstance(entry, TowerSpec) else TowerSpec.from_dict(entry)
+            err = self._errors.get(f"tower:{lang}")
+            out[f"tower:{lang}"] = {"languages": [lang], "base": spec.base, "kind": spec.kind,
+                                    "available": False if err else None,
+                                    "reason": err.message if err else "not loaded yet"}
         return out

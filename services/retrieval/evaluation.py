@@ -40,9 +40,13 @@ class ImagesMissing(InvalidInput):
 # metrics (pure)
 # ---------------------------------------------------------------------------------------------
 def ranks_of_targets(sims: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """0-based rank of ``targets[i]`` in row i of ``sims`` (higher is better; ties count against)."""
+    """0-based rank of ``targets[i]`` in row i of ``sims`` (higher is better; ties count against).
+
+    Pessimistic on ties: every other candidate scoring the same as the target ranks ahead of
+    it, so a model that gives every candidate one score cannot reach a perfect recall.
+    """
     target_scores = sims[np.arange(len(sims)), targets]
-    return (sims > target_scores[:, None]).sum(axis=1)
+    return (sims >= target_scores[:, None]).sum(axis=1) - 1
 
 
 def recall_at_k(sims: np.ndarray, targets: np.ndarray, ks: Sequence[int] = KS, chunk: int = 4096) -> dict[str, float]:

@@ -4,8 +4,9 @@ The state machine is :class:`services.jobs.store.JobStore` under its own keys
 (``vislex:uclip:job:{id}``), so uCLIP jobs never show up in (or confuse) alignment
 listings and the alignment reaper never re-sends them as alignment tasks. The task body
 (:func:`run_uclip_job`) claims the job, keeps a heartbeat, reports progress through the
-same :class:`services.jobs.runner.ProgressReporter` (cancel and time limit are checked at
-every epoch), and runs :func:`services.retrieval.training.run_uclip_training`; on success the
+same :class:`services.jobs.runner.ProgressReporter` (progress with the loss is stored after
+every optimisation step, and cancel and time limit are checked there, so a cancelled run
+stops before its next step), and runs :func:`services.retrieval.training.run_uclip_training`; on success the
 new checkpoint becomes active (pointer file), and API processes swap to it without restart.
 """
 

@@ -334,6 +334,10 @@ class RetrievalService:
         dups = [{"text": d["text"], "lang": d["lang"], "duplicate_of": d["duplicate_of"], "hash": d["hash"]} for d in dups]
         return {"collection": collection_id, "added": added, "duplicates": dups, "count": len(coll)}
 
+    def delete_text(self, collection_id: str, text_id: int) -> dict[str, Any]:
+        """Remove one caption text (tombstoned on disk, gone from the index); 404 when unknown."""
+        return self.captions.get(collection_id).delete(text_id)
+
     def search_captions_image(self, collection_id: str, image: DecodedImage, k: int,
                               lang: str | None = None) -> dict[str, Any]:
         coll = self.captions.get(collection_id)

@@ -255,5 +255,19 @@ def list_checkpoints(data_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _finite(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def dump_result(result: dict[str, Any]) -> str:
-    return json.dumps({k: v for k, v in result.items() if k != "history"}, indent=2, default=str)
+    """The result (without the per-epoch history) as one line of strict JSON (the CLI's last line)."""
+    return json.dumps(_finite({k: v for k, v in result.items() if k != "history"}), ensure_ascii=False,
+                      default=str, allow_nan=False)

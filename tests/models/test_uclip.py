@@ -17,6 +17,7 @@ from models.uclip import (
     save_heads,
     soft_retrieve,
     train_heads,
+    uclip_loss,
 )
 
 
@@ -66,14 +67,122 @@ def test_default_heads_size_is_about_1_7m_parameters():
     assert 1.5e6 < n < 1.9e6, n
 
 
+@pytest.mark.parametrize("text_dim, expected", [(768, 1_772_032), (512, 1_575_424), (384, 1_477_120)])
+def test_heads_parameter_count_matches_the_documented_formula(text_dim, expected):
+    """768-d: methods.md's reference encoder (mpnet); 512-d: USE-multilingual, this project's default."""
+    cfg = HeadsConfig(clip_dim=512, text_dim=text_dim)
+    assert UclipHeads(cfg).n_parameters() == cfg.parameter_count() == expected
+    one = HeadsConfig(clip_dim=32, text_dim=24, out_dim=16, layers=1)
+    assert UclipHeads(one).n_parameters() == one.parameter_count()
+
+
+def test_uclip_loss_is_text_plus_pseudo_plus_lambda_intra_recomputed_directly():
+    torch.manual_seed(0)
+    heads = UclipHeads(HeadsConfig(clip_dim=12, text_dim=10, hidden_dim=16, out_dim=8))
+    unit = lambda *shape: torch.nn.functional.normalize(torch.randn(*shape), dim=1)
+    e_c, v_c, e_m, m_m = unit(6, 12), unit(6, 12), unit(6, 10), unit(6, 10)
+    tau, lam = 0.07, 0.3
+    loss, parts = uclip_loss(heads, e_c, e_m, v_c, m_m, temperature=tau, intra_weight=lam)
+
+    def nce(a, b):  # symmetric InfoNCE written out row by row
+        s = (a @ b.T / tau).double()
+        a2b = -sum(s[i, i] - torch.logsumexp(s[i], 0) for i in range(len(a))) / len(a)
+        b2a = -sum(s[i, i] - torch.logsumexp(s[:, i], 0) for i in range(len(a))) / len(a)
+        return (a2b + b2a) / 2
+
+    with torch.no_grad():
+        fc = lambda x: torch.nn.functional.normalize(heads.f_clip.net(x), dim=1)
+        fm = lambda x: torch.nn.functional.normalize(heads.f_text.net(x), dim=1)
+        l_text = nce(fc(e_c), fm(e_m))
+        l_pseudo = nce(fc(v_c), fm(m_m))
+        l_intra = np.mean([float(((fc(e_c)[i] - fc(v_c)[i]) ** 2).sum() + ((fm(e_m)[i] - fm(m_m)[i]) ** 2).sum())
+                           for i in range(6)])
+    expected = float(l_text) + float(l_pseudo) + lam * l_intra
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
+    assert parts["l_text"] == pytest.approx(float(l_text), rel=1e-5)
+    assert parts["l_pseudo"] == pytest.approx(float(l_pseudo), rel=1e-5)
+    assert parts["l_intra"] == pytest.approx(l_intra, rel=1e-5)
+    loss.backward()  # differentiable end to end
+    assert all(p.grad is not None for p in heads.parameters())
+
+
+@pytest.mark.parametrize("renormalize, below_one", [(False, True), (True, False)])
+def test_noise_is_added_to_raw_retrieval_means_in_spec_order(planted, monkeypatch, renormalize, below_one):
+    import models.uclip as U
+
+    norms = []
+    real = U.perturb
+
+    def spy(x, sigma, generator=None):
+        norms.append(x.norm(dim=1))
+        return real(x, sigma, generator)
+
+    monkeypatch.setattr(U, "perturb", spy)
+    train_heads(planted["e_C"], planted["e_M"], planted["V"], planted["M"],
+                {"heads": {"hidden_dim": 16, "out_dim": 8}, "epochs": 1, "batch_size": 600,
+                 "renormalize_retrieval": renormalize})
+    e_c, _e_m, v_c, m_m = norms  # one step: perturb(e_C), perturb(e_M), perturb(v_C), perturb(m_M)
+    assert torch.allclose(e_c, torch.ones_like(e_c), atol=1e-5)
+    for retrieved in (v_c, m_m):
+        assert bool((retrieved < 0.999).any()) is below_one
+
+
+def test_progress_is_reported_per_step_with_the_loss(planted):
+    seen = []
+    cfg = TrainConfig(heads=SMALL, epochs=3, batch_size=100, seed=0)
+    _, history = train_heads(planted["e_C"], planted["e_M"], planted["V"], planted["M"], cfg,
+                             progress=lambda stage, cur, tot, m: seen.append((stage, cur, tot, dict(m))))
+    train = [s for s in seen if s[0] == "train"]
+    assert [s[1] for s in train] == list(range(1, 19)) and {s[2] for s in train} == {18}  # 6 steps x 3 epochs
+    for _, _, _, m in train:
+        assert {"loss", "l_text", "l_pseudo", "l_intra", "lr", "epoch", "step_in_epoch"} <= set(m)
+        assert np.isfinite(m["loss"])
+    losses = [m["loss"] for *_, m in train]
+    assert len(set(losses)) == len(losses)  # each report carries its own step's loss
+    ends = [m for *_, m in train if "epoch_loss" in m]
+    assert [m["epoch"] for m in ends] == [1, 2, 3]
+    assert [m["epoch_loss"] for m in ends] == pytest.approx([h["loss"] for h in history])
+    assert ends[0]["epoch_loss"] == pytest.approx(np.mean(losses[:6]))
+    # throttled: with a long interval only the first step and each epoch's last step are reported
+    few = []
+    train_heads(planted["e_C"], planted["e_M"], planted["V"], planted["M"],
+                TrainConfig(heads=SMALL, epochs=3, batch_size=100, progress_interval_s=3600),
+                progress=lambda stage, cur, tot, m: few.append(cur) if stage == "train" else None)
+    assert few == [1, 6, 12, 18]
+
+
+def test_cancel_stops_training_at_the_next_step(planted):
+    class Cancelled(Exception):
+        pass
+
+    cancel = {"requested": False}
+    steps = []
+
+    def progress(stage, cur, tot, m):
+        if stage != "train":
+            return
+        steps.append(cur)
+        if cancel["requested"]:
+            raise Cancelled
+        if cur == 3:
+            cancel["requested"] = True  # e.g. DELETE arrives while step 4 runs
+
+    with pytest.raises(Cancelled):
+        train_heads(planted["e_C"], planted["e_M"], planted["V"], planted["M"],
+                    TrainConfig(heads=SMALL, epochs=10, batch_size=100), progress=progress)
+    assert steps == [1, 2, 3, 4]  # 60 steps configured; none ran after the cancelled report
+
+
 def test_soft_retrieval_is_a_softmax_weighted_mean_and_sharpens_to_nearest():
     g = torch.Generator().manual_seed(0)
     bank = torch.nn.functional.normalize(torch.randn(50, 8, generator=g), dim=1)
     q = torch.nn.functional.normalize(torch.randn(7, 8, generator=g), dim=1)
     got = soft_retrieve(q, bank, temperature=0.1, chunk=3)
     w = torch.softmax(q @ bank.T / 0.1, dim=1)
-    expected = torch.nn.functional.normalize(w @ bank, dim=1)
-    assert torch.allclose(got, expected, atol=1e-5)
+    assert torch.allclose(got, w @ bank, atol=1e-5)  # the weighted mean itself (methods.md)
+    assert (got.norm(dim=1) < 0.999).all()  # not re-normalised before the noise
+    unit = soft_retrieve(q, bank, temperature=0.1, chunk=3, normalize=True)
+    assert torch.allclose(unit, torch.nn.functional.normalize(w @ bank, dim=1), atol=1e-5)
     sharp = soft_retrieve(q, bank, temperature=1e-4)
     nearest = bank[(q @ bank.T).argmax(1)]
     assert torch.allclose(sharp, nearest, atol=1e-4)
@@ -81,7 +190,8 @@ def test_soft_retrieval_is_a_softmax_weighted_mean_and_sharpens_to_nearest():
 
 def test_perturb_keeps_unit_rows_and_zero_sigma_is_identity():
     x = torch.nn.functional.normalize(torch.randn(5, 16), dim=1)
-    assert perturb(x, 0.0) is x
+    assert torch.allclose(perturb(x, 0.0), x)  # no noise; unit rows stay as they are
+    assert torch.allclose(perturb(3 * x, 0.0), x, atol=1e-6)  # ... and other rows are re-normalised
     y = perturb(x, 0.1, torch.Generator().manual_seed(1))
     assert torch.allclose(y.norm(dim=1), torch.ones(5), atol=1e-5)
     assert not torch.allclose(x, y)
@@ -109,7 +219,9 @@ def test_training_raises_cross_lingual_image_text_recall_over_untrained(planted)
     assert r1 >= base + 0.4, (base, r1)
     assert r5 >= 0.8, r5
     assert history[-1]["loss"] < history[0]["loss"]
-    assert seen[0] == ("retrieval", 1, 1) and seen[-1] == ("train", 40, 40)
+    steps = 40 * (600 // 128)  # per-step progress: 4 full batches per epoch
+    assert seen[0] == ("retrieval", 1, 1) and seen[-1] == ("train", steps, steps)
+    assert [cur for stage, cur, _ in seen if stage == "train"] == list(range(1, steps + 1))
     assert set(history[0]) >= {"loss", "l_text", "l_pseudo", "l_intra", "epoch"}
 
 

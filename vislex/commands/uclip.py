@@ -46,7 +46,17 @@ def _cli_errors(func: Callable) -> Callable:
     return wrapper
 
 
+_TRAIN_LINE_S = 1.0  # per-step training progress: at most one stderr line a second (+ each epoch's end)
+_last_train_line = [float("-inf")]
+
+
 def _progress(stage: str, current: int, total: int, metrics: dict) -> None:
+    if stage == "train":
+        now = time.monotonic()
+        epoch_end = "epoch_loss" in (metrics or {})
+        if not (epoch_end or current in (1, total) or now - _last_train_line[0] >= _TRAIN_LINE_S):
+            return
+        _last_train_line[0] = now
     shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in (metrics or {}).items()}
     _eprint(f"[{stage}] {current}/{total} {json.dumps(shown) if shown else ''}".rstrip())
 
@@ -115,7 +125,7 @@ def register(app: typer.Typer) -> None:
         output: Optional[Path] = typer.Option(None, "--output", help="checkpoint path (default: data dir, versioned)"),
         activate: bool = typer.Option(True, "--activate/--no-activate", help="make running services serve the result"),
     ) -> None:
-        """Train uCLIP heads; prints the JSON result (checkpoint path, loss terms, timings)."""
+        """Train uCLIP heads; the last stdout line is the JSON result (checkpoint path, loss terms, timings)."""
         from models.text_encoders import load_text_encoder
         from services.retrieval.training import dump_result, run_uclip_training
 
@@ -153,12 +163,19 @@ def register(app: typer.Typer) -> None:
         data_dir: Path = typer.Option(defaults["data_dir"], "--data-dir"),
         json_out: Optional[Path] = typer.Option(None, "--json", help="also write the rows as JSON here"),
     ) -> None:
-        """Zero-shot ImageNet-sample classification per language, and caption R@1/5/10 when the images exist."""
+        """Zero-shot ImageNet-sample classification per language, and caption R@1/5/10 when the images exist.
+
+        Tables go to stdout; the last stdout line is the whole report as one line of JSON.
+        """
         from models.text_encoders import load_text_encoder
         from models.uclip import load_heads
         from services.retrieval import evaluation as E
         from services.retrieval.service import read_pointer
-        from services.retrieval.training import EmbeddingCache, encode_images_cached
+        from services.retrieval.training import (
+            EmbeddingCache,
+            _finite,
+            encode_images_cached,
+        )
 
         started = time.perf_counter()
         lang_list = [x.strip() for x in langs.split(",") if x.strip()]
@@ -214,6 +231,8 @@ def register(app: typer.Typer) -> None:
         if json_out:
             json_out.parent.mkdir(parents=True, exist_ok=True)
             json_out.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+        sys.stdout.flush()
+        typer.echo(json.dumps(_finite(report), ensure_ascii=False, default=str, allow_nan=False))
 
     @uclip.command("heads")
     @_cli_errors

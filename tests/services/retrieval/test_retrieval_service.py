@@ -174,3 +174,37 @@ def test_captions_and_classify(tmp_path, clip, image_dir):
     assert hits[0]["score"] >= hits[1]["score"]
     only_fr = svc.search_captions_image(c, img, k=5, lang="fr")["results"]
     assert [h["text"] for h in only_fr] == ["un chien"]
+
+
+def test_caption_text_delete_is_not_returned_and_survives_restart(tmp_path, clip, image_dir):
+    from services.retrieval.images import decode_image
+
+    enc = HashingTextEncoder(dim=24)
+    train(tmp_path, clip, enc, image_dir)
+    svc = RetrievalService(clip, enc, tmp_path)
+    assert svc.heads is not None
+    img = decode_image(png_bytes(1))
+    c = svc.create_captions(name="caps")["id"]
+    svc.add_texts(c, [{"text": "un chien", "lang": "fr"}, {"text": "a dog", "lang": "en"},
+                      {"text": "ein Hund", "lang": "de"}])
+    assert {h["text"] for h in svc.search_captions_image(c, img, k=10)["results"]} == {"un chien", "a dog", "ein Hund"}
+    gone = svc.delete_text(c, 2)
+    assert gone["text"] == "a dog"
+    hits = svc.search_captions_image(c, img, k=10)["results"]
+    assert {h["text"] for h in hits} == {"un chien", "ein Hund"} and 2 not in [h["id"] for h in hits]
+    assert svc.search_captions_image(c, img, k=10, lang="en")["results"] == []
+    with pytest.raises(NotFound):
+        svc.delete_text(c, 2)
+    # restart: the tombstone holds; index, items and hashes agree
+    svc2 = RetrievalService(clip, enc, tmp_path)
+    coll = svc2.captions.get(c)
+    assert len(coll) == 2 and coll._index.ntotal == 2 and sorted(coll._ids.tolist()) == [1, 3]
+    hits = svc2.search_captions_image(c, img, k=10)["results"]
+    assert sorted(h["id"] for h in hits) == [1, 3]
+    # the deleted text can be added again (not a duplicate of the tombstoned id) and stays after a restart
+    again = svc2.add_texts(c, [{"text": "a dog", "lang": "en"}])
+    assert again["duplicates"] == [] and again["added"][0]["id"] == 4
+    svc3 = RetrievalService(clip, enc, tmp_path)
+    coll3 = svc3.captions.get(c)
+    assert sorted(i["id"] for i in coll3.items()) == [1, 3, 4] and coll3._index.ntotal == 3
+    assert [h["text"] for h in svc3.search_captions_image(c, img, k=10, lang="en")["results"]] == ["a dog"]
