@@ -56,6 +56,29 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorBody, "description": _DESCRIPTIONS[s]} for s in wanted}
 
 
+def add_bad_json_responses(app: FastAPI) -> None:
+    """Document 400 on every operation that reads a request body (any of them can receive malformed JSON).
+
+    Applied to the generated schema (routers may be included lazily, so their routes are not final here).
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        error_ref = {"$ref": "#/components/schemas/ErrorBody"}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                if isinstance(operation, dict) and "requestBody" in operation:
+                    operation.setdefault("responses", {}).setdefault("400", {
+                        "description": _DESCRIPTIONS[400], "content": {"application/json": {"schema": error_ref}}})
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def status_for(exc: E.VislexError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS_BY_ERROR:

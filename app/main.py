@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import vislex
-from app.errors import install_error_handlers
+from app.errors import add_bad_json_responses, install_error_handlers
 from app.middleware import RequestContextMiddleware
 from app.runtime import Runtime
 from app.settings import Settings, load_settings
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, *, background_load: bool = True
     install_error_handlers(app)
     for router in _routers():
         app.include_router(router)
+    add_bad_json_responses(app)
     app.add_middleware(RequestContextMiddleware, max_in_flight=settings.max_in_flight)
     return app
 

@@ -54,7 +54,9 @@ class Runtime:
     vision: Any = None  # services.vision: CLIP encoders, fingerprints
     retrieval: Any = None  # services.retrieval: uCLIP heads, galleries, captions
     extras: dict[str, Any] = field(default_factory=dict)
+    redis_probe: redis.Redis | None = None  # short-timeout client for /readyz
     _thread: threading.Thread | None = None
+    _redis_start_error: Exception | None = None
 
     # ---- lifecycle -------------------------------------------------------------
     def start(self, *, background: bool = True) -> None:
@@ -62,6 +64,15 @@ class Runtime:
 
         for name, required, _ in LOADERS:
             self.components[name] = ComponentState(required=required)
+        # The embedded server starts here, in the lifespan, not in the loader thread: it must live as long
+        # as the app (stopped in close()), whatever thread loads the rest. A start failure is reported by
+        # the 'redis' component (/readyz), never crashes the API.
+        if self.settings.redis_url is None:
+            self.embedded_redis = EmbeddedRedis(embedded_redis_dir(self.settings.data_dir))
+            try:
+                self.embedded_redis.start()
+            except (Unavailable, OSError) as exc:
+                self._redis_start_error = exc
         if background:
             self._thread = threading.Thread(target=self._load_all, name="vislex-loader", daemon=True)
             self._thread.start()
@@ -104,6 +115,9 @@ class Runtime:
         # --- end serving feature ---
         if self.jobs is not None and hasattr(self.jobs, "close"):
             self.jobs.close()
+        for client in (self.redis, self.redis_probe):
+            if client is not None:
+                client.close()
         if self.embedded_redis is not None:
             self.embedded_redis.stop()
 
@@ -114,6 +128,17 @@ class Runtime:
         return bool(self.components) and all(
             s.state == "ready" or (not s.required and s.state in ("unavailable", "failed")) for s in states
         )
+
+    def redis_unreachable_reason(self) -> str | None:
+        """None when Redis answers PING now; else why not (checked live by /readyz, short timeout)."""
+        client = self.redis_probe or self.redis
+        if client is None:
+            return "not connected"
+        try:
+            client.ping()
+            return None
+        except (redis.RedisError, OSError) as exc:  # any failure means: not ready to serve
+            return f"{type(exc).__name__}: {exc}"
 
     def not_ready_reasons(self) -> dict[str, dict[str, Any]]:
         return {n: s.as_dict() for n, s in self.components.items() if s.state != "ready"}
@@ -128,12 +153,17 @@ class Runtime:
 
 
 def connect_redis(runtime: Runtime) -> None:
-    """Loader for the 'redis' component: external URL, or an embedded server under data_dir."""
+    """Loader for the 'redis' component: the external URL, or the embedded server the lifespan started."""
     settings = runtime.settings
     url = settings.redis_url
     if url is None:
-        runtime.embedded_redis = EmbeddedRedis(embedded_redis_dir(settings.data_dir))
-        url = runtime.embedded_redis.start()
+        if runtime._redis_start_error is not None:
+            raise runtime._redis_start_error
+        if runtime.embedded_redis is None:  # Runtime used without start(): start it here
+            runtime.embedded_redis = EmbeddedRedis(embedded_redis_dir(settings.data_dir))
+            runtime.embedded_redis.start()
+        url = runtime.embedded_redis.url
     client = connect(url)
     client.ping()
     runtime.redis_url, runtime.redis = url, client
+    runtime.redis_probe = connect(url, timeout=1.0)

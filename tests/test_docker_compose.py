@@ -51,3 +51,20 @@ def test_dockerfile_pins_torch_and_has_cpu_variant():
     text = (ROOT / "docker" / "Dockerfile").read_text()
     assert "torch==2.13.0" in text
     assert "ARG VARIANT" in text and "base-cpu" in text and "base-gpu" in text
+
+
+def test_worker_healthcheck_is_the_cli_ping():
+    """The worker's healthcheck runs `vislex worker --ping` (tested against a real worker in
+    tests/services/jobs/test_worker_ping.py), not a celery CLI pointed at an unconfigured app."""
+    yaml = pytest.importorskip("yaml")
+    from typer.testing import CliRunner
+
+    from vislex.cli import app
+
+    check = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["worker"]["healthcheck"]
+    assert check["test"][:4] == ["CMD", "vislex", "worker", "--ping"]
+    assert "celery" not in " ".join(check["test"])
+    help_text = CliRunner().invoke(app, ["worker", "--help"], terminal_width=200).output
+    for option in check["test"][3:]:
+        if option.startswith("--"):
+            assert option in help_text

@@ -71,9 +71,12 @@ def serve(
 def worker(
     queues: Optional[str] = typer.Option(None, help="comma-separated queues (VISLEX_WORKER_QUEUES)"),
     concurrency: Optional[int] = typer.Option(None, help="worker processes (VISLEX_WORKER_CONCURRENCY)"),
+    ping: bool = typer.Option(False, "--ping", help="healthcheck: exit 0 if a worker of this host answers, else 1"),
+    any_host: bool = typer.Option(False, "--any-host", help="with --ping: any worker on the Redis counts"),
+    ping_timeout: float = typer.Option(2.0, "--ping-timeout", help="with --ping: seconds to wait for replies"),
 ) -> None:
-    """Run a Celery worker on VISLEX_REDIS_URL (required when run on its own)."""
-    from services.jobs.worker import run_worker
+    """Run a Celery worker on VISLEX_REDIS_URL (required when run on its own); --ping checks one is alive."""
+    from services.jobs.worker import ping_main, run_worker
     from services.observability import configure_logging
 
     settings = _settings_or_exit()
@@ -81,6 +84,8 @@ def worker(
         typer.echo("error: VISLEX_REDIS_URL: a worker needs the Redis URL the API uses "
                    "(`vislex serve` sets it for its own worker)", err=True)
         raise typer.Exit(2)
+    if ping:
+        raise typer.Exit(ping_main(settings.redis_url, timeout=ping_timeout, any_host=any_host))
     configure_logging(settings.log_level, settings.log_json)
     run_worker(settings.redis_url, queues=queues or settings.worker_queues,
                concurrency=concurrency or settings.worker_concurrency, data_dir=settings.data_dir,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -19,7 +20,7 @@ from app.schemas.alignments import (
     SpaceInfo,
     SpaceRegistration,
 )
-from services.errors import InvalidInput, PayloadTooLarge, UnsupportedMedia
+from services.errors import BadRequest, InvalidInput, PayloadTooLarge, UnsupportedMedia
 
 router = APIRouter(tags=["alignments"])
 
@@ -115,7 +116,7 @@ def _space_info(info: dict[str, Any], runtime) -> SpaceInfo:
                      serving=serving)
 
 
-@router.post("/v1/spaces", response_model=SpaceInfo, status_code=201, responses=responses(409, 413, 415),
+@router.post("/v1/spaces", response_model=SpaceInfo, status_code=201, responses=responses(400, 409, 413, 415),
              openapi_extra={"requestBody": {"content": {
                  "application/json": {"schema": SpaceRegistration.model_json_schema()},
                  "multipart/form-data": {"schema": {"type": "object", "required": ["name", "file"], "properties": {
@@ -142,12 +143,17 @@ async def register_space(request: Request, jobs: JobsDep, runtime: RuntimeDep) -
                                        vocab.file if vocab is not None and not isinstance(vocab, str) else None, fmt)
     elif content_type.startswith("application/json") or not content_type:
         try:
-            body = SpaceRegistration.model_validate(await request.json())
-        except ValueError as exc:
-            errors = exc.errors() if isinstance(exc, ValidationError) else []
-            field = ".".join(str(p) for p in errors[0]["loc"]) if errors else "body"
-            message = errors[0]["msg"] if errors else "request body is not valid JSON"
-            raise InvalidInput(f"{field}: {message}", detail={"field": field}) from None
+            payload = json.loads(await request.body())
+        except ValueError:  # malformed JSON (or not UTF-8) is a 400, like every other JSON endpoint
+            raise BadRequest("request body is not valid JSON", detail={"field": "body"}) from None
+        try:
+            body = SpaceRegistration.model_validate(payload)
+        except ValidationError as exc:
+            errors = [{"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"], "type": e["type"]}
+                      for e in exc.errors()]
+            first = errors[0]
+            raise InvalidInput(f"{first['field']}: {first['message']}",
+                               detail={"field": first["field"], "errors": errors}) from None
         info = await asyncio.to_thread(jobs.register_space, body.name, body.path, body.format)
     else:
         raise UnsupportedMedia(f"send application/json or multipart/form-data, not {content_type!r}",

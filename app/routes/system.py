@@ -31,14 +31,20 @@ async def get_health() -> Health:
 
 @router.get("/readyz", operation_id="getReadiness", responses=responses(503))
 async def get_readiness(runtime: RuntimeDep) -> JSONResponse:
-    """200 when every required component has loaded; 503 naming what is loading or failed."""
+    """200 when every required component has loaded and Redis answers PING now; 503 naming what is not."""
     components = {n: s.as_dict() for n, s in runtime.components.items()}
-    if runtime.ready:
+    redis_state = runtime.components.get("redis")
+    redis_down = None
+    if redis_state is not None and redis_state.state == "ready":  # loaded once is not enough: ping it live
+        redis_down = await asyncio.to_thread(runtime.redis_unreachable_reason)
+        if redis_down is not None:
+            components["redis"] = {**components["redis"], "state": "unreachable", "reason": redis_down}
+    if runtime.ready and redis_down is None:
         return JSONResponse({"status": "ready", "components": components})
-    pending = runtime.not_ready_reasons()
-    body = {"error": {"code": "not_ready", "message": "still loading or failed: " + ", ".join(
-        n for n, s in pending.items() if s["required"] or s["state"] in ("pending", "loading")),
-        "detail": {"components": components}}}
+    names = [n for n, s in components.items()
+             if s["state"] != "ready" and (s["required"] or s["state"] in ("pending", "loading"))]
+    body = {"error": {"code": "not_ready", "message": "still loading, failed or unreachable: " + ", ".join(names),
+                      "detail": {"components": components}}}
     return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
 

@@ -76,7 +76,7 @@ def get_uclip_training(job_id: str, runtime: RuntimeDep) -> JSONResponse:
 @router.delete("/v1/uclip/trainings/{job_id}", response_model=UclipTrainingJob, status_code=202,
                responses=responses(404, 409))
 def cancel_uclip_training(job_id: str, runtime: RuntimeDep) -> JSONResponse:
-    """Cancel: a queued job at once (200), a running one at its next epoch (202)."""
+    """Cancel: a queued job at once (200), a running one at its next step (202)."""
     job = _job(_jobs(runtime).cancel(job_id))
     return _json(job, 200 if job.state == "cancelled" else 202)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -85,6 +86,13 @@ def _served_space(runtime: Runtime):
     return fallback
 
 
+def allowed_space_roots(settings) -> list[Path]:
+    """Directories POST /v1/spaces may read server-side files from."""
+    roots = [settings.data_dir, *(Path(p).expanduser().parent for p in settings.spaces.values()),
+             *settings.space_path_roots]
+    return [Path(r).expanduser().resolve() for r in roots]
+
+
 def load(runtime: Runtime) -> None:
     """Configure the Celery client (the API only sends tasks; workers run them) and the job service."""
     settings = runtime.settings
@@ -99,6 +107,7 @@ def load(runtime: Runtime) -> None:
         heartbeat_s=settings.job_heartbeat_s, max_upload_bytes=settings.max_upload_bytes,
         configured_spaces=settings.spaces, on_mapping=_install_published_mappings(runtime),
         on_space=_serve_new_space(runtime), space_fallback=_served_space(runtime), celery=sender,
+        space_roots=allowed_space_roots(settings),
     )
     jobs.start_monitor()
     runtime.jobs = jobs

@@ -2,7 +2,8 @@
 
 Settings used: ``clip_model``/``clip_pretrained``/``clip_checkpoint`` (the default CLIP,
 serving English), ``clip_models`` (per-language overrides: ``{"ko": {"model": ...,
-"checkpoint": ...}}`` or ``{"fr": {"reuse": "en"}}``), ``clip_device``, ``images_dir``.
+"checkpoint": ...}}``, ``{"fr": {"reuse": "en"}}`` or a uCLIP tower
+``{"sw": {"tower": "uclip", "heads": PATH}}``), ``clip_device``, ``images_dir``.
 Every other language of ``encoder_languages`` reuses the default CLIP's text tower
 (fine for related scripts; the WALIP paper shows it fails for en->ru). Missing weights make
 the component *unavailable* with the reason, never crash the service.
@@ -15,15 +16,19 @@ from app.runtime import ComponentUnavailable, Runtime
 
 def build_vision(settings):
     """The VisionService described by ``settings`` (nothing loaded yet)."""
-    from models.clip import ClipPool, ClipSpec
+    from models.clip import ClipPool, ClipSpec, TowerSpec
     from services.vision.service import VisionService
 
-    specs, reuse = [], {}
+    specs, reuse, towers = [], {}, {}
     own = {"en"}
     for lang, cfg in settings.clip_models.items():
         cfg = dict(cfg)
         if "reuse" in cfg:
             reuse[lang] = cfg.pop("reuse")
+            continue
+        if "tower" in cfg or "kind" in cfg:
+            # A pluggable text tower (uCLIP heads): built on first use, its reason shown when unavailable.
+            towers[lang] = TowerSpec.from_dict(cfg)
             continue
         cfg.setdefault("device", settings.clip_device)
         cfg.setdefault("languages", (lang,))
@@ -40,9 +45,9 @@ def build_vision(settings):
             name=f"default:{settings.clip_model}",
         ))
     for lang in settings.encoder_languages:
-        if lang not in own and lang not in reuse:
+        if lang not in own and lang not in reuse and lang not in towers:
             reuse[lang] = "en"
-    pool = ClipPool(specs=specs, reuse=reuse)
+    pool = ClipPool(specs=specs, reuse=reuse, towers=towers)
     return VisionService(pool, str(settings.images_dir) if settings.images_dir else None,
                          cache_dir=str(settings.cache_dir), reference_size=settings.clip_reference_words)
 

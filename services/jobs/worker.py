@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -87,14 +88,15 @@ def _init_pool_process(**_: object) -> None:
 @worker_ready.connect
 def _reap_at_start(**_: object) -> None:
     """A (re)started worker recovers jobs left 'running' by a worker that died."""
-    from services.jobs.service import celery_sender, reap_lost_jobs
+    from services.jobs.service import RESEND_GRACE_S, celery_sender, reap_lost_jobs
     from services.jobs.store import JobStore
 
     ctx = worker_context()
     client = connect(ctx.redis_url)
     try:
-        done = reap_lost_jobs(JobStore(client, heartbeat_ttl_s=3 * ctx.heartbeat_s), celery_sender())
-        if done["requeued"] or done["failed"]:
+        done = reap_lost_jobs(JobStore(client, heartbeat_ttl_s=3 * ctx.heartbeat_s), celery_sender(),
+                              queued_grace_s=RESEND_GRACE_S, broker=client)
+        if done["requeued"] or done["failed"] or done["resent"]:
             log.warning("reaped lost jobs at worker start", extra=done)
     except redis.RedisError:
         log.exception("could not reap lost jobs at start")
@@ -132,9 +134,49 @@ def run_worker(redis_url: str, *, queues: str = "light,heavy", concurrency: int 
     ])
 
 
-def main() -> None:
-    """``python -m services.jobs.worker``: configuration from VISLEX_* environment variables."""
+def ping_workers(redis_url: str, *, timeout: float = 2.0, host: str | None = None) -> list[str]:
+    """Node names of the live workers on ``redis_url`` answering a broadcast ping within ``timeout``.
+
+    ``host`` keeps only workers of that host (node names are ``vislex-<pid>@<host>``): a container's
+    healthcheck asks about its own worker, not any worker sharing the broker.
+    """
+    from celery import Celery
+
+    app = configure(redis_url, app=Celery("vislex-ping"))
+    try:
+        replies = app.control.ping(timeout=timeout) or []
+    finally:
+        app.close()
+    names = sorted(name for reply in replies for name in reply)
+    if host is not None:
+        names = [n for n in names if n.rpartition("@")[2] == host]
+    return names
+
+
+def ping_main(redis_url: str, *, timeout: float = 2.0, any_host: bool = False) -> int:
+    """Exit status of a worker healthcheck: 0 when a worker (of this host unless ``any_host``) answers, else 1."""
+    if not redis_url:
+        print("error: VISLEX_REDIS_URL: the ping goes through the workers' Redis", file=sys.stderr)
+        return 2
+    try:
+        names = ping_workers(redis_url, timeout=timeout, host=None if any_host else socket.gethostname())
+    except Exception as exc:  # noqa: BLE001 -- broker unreachable (kombu/redis/OS errors): unhealthy
+        print(f"unhealthy: cannot reach the broker: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if not names:
+        print("unhealthy: no worker answered", file=sys.stderr)
+        return 1
+    print("ok: " + " ".join(names))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m services.jobs.worker [--ping [--any-host]]``: configuration from VISLEX_* environment variables."""
     env = os.environ
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--ping" in args:
+        sys.exit(ping_main(env.get("VISLEX_REDIS_URL", ""), timeout=float(env.get("VISLEX_PING_TIMEOUT_S", "2")),
+                           any_host="--any-host" in args))
     run_worker(
         env.get("VISLEX_REDIS_URL", ""),
         queues=env.get("VISLEX_WORKER_QUEUES", "light,heavy"),

@@ -100,7 +100,11 @@ def clip_pool_config(settings: Any, langs: Sequence[str]) -> tuple[list[dict[str
     reuse: dict[str, str] = {}
     for lang in langs:
         entry = per_lang.get(lang)
-        if isinstance(entry, dict) and set(entry) == {"reuse"}:
+        if _is_tower(entry):
+            base = str(entry.get("base", "en"))  # the tower embeds images with its base language's CLIP
+            if base not in wanted:
+                wanted.append(base)
+        elif isinstance(entry, dict) and set(entry) == {"reuse"}:
             reuse[lang] = str(entry["reuse"])
             if reuse[lang] not in wanted:
                 wanted.append(reuse[lang])
@@ -115,7 +119,7 @@ def clip_pool_config(settings: Any, langs: Sequence[str]) -> tuple[list[dict[str
                       "languages": list(default_langs)})
     for lang in wanted:
         entry = per_lang.get(lang)
-        if entry is None:
+        if entry is None or _is_tower(entry):
             continue
         if not isinstance(entry, dict) or "reuse" in entry:
             raise Unavailable(f"CLIP for language {lang!r}: clip_models[{lang!r}] must be a CLIP spec "
@@ -123,6 +127,17 @@ def clip_pool_config(settings: Any, langs: Sequence[str]) -> tuple[list[dict[str
                               code=ENCODER_UNAVAILABLE, detail={"language": lang, "reason": "bad_config"})
         specs.append({"device": device, **entry, "languages": [lang]})
     return specs, reuse
+
+
+def _is_tower(entry: Any) -> bool:
+    """A ``clip_models`` entry naming a pluggable text tower (uCLIP heads) rather than a CLIP."""
+    return isinstance(entry, dict) and ("tower" in entry or "kind" in entry)
+
+
+def tower_config(settings: Any, langs: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``lang -> tower spec dict`` for the languages of ``langs`` served by a text tower."""
+    per_lang = dict(getattr(settings, "clip_models", None) or {})
+    return {lang: dict(per_lang[lang]) for lang in langs if _is_tower(per_lang.get(lang))}
 
 
 _POOLS: dict[str, Any] = {}
@@ -135,15 +150,17 @@ def pool_from_settings(settings: Any, langs: Sequence[str]):
     Remembered load failures are forgotten on every call: weights installed after a failed
     job are picked up by the next one without restarting the worker.
     """
-    from models.clip import ClipPool, ClipSpec
+    from models.clip import ClipPool, ClipSpec, TowerSpec
 
     specs, reuse = clip_pool_config(settings, langs)
-    key = json.dumps([specs, reuse], sort_keys=True, default=str)
+    towers = tower_config(settings, langs)
+    key = json.dumps([specs, reuse, towers], sort_keys=True, default=str)
     with _POOLS_LOCK:
         pool = _POOLS.get(key)
         if pool is None:
             try:
-                pool = ClipPool(specs=[ClipSpec.from_dict(s) for s in specs], reuse=reuse)
+                pool = ClipPool(specs=[ClipSpec.from_dict(s) for s in specs], reuse=reuse,
+                                towers={lang: TowerSpec.from_dict(t) for lang, t in towers.items()})
             except InvalidInput as e:
                 raise Unavailable(f"CLIP configuration is invalid: {e.message}", code=ENCODER_UNAVAILABLE,
                                   detail={**e.detail, "reason": "bad_config"}) from None

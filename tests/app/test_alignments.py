@@ -13,7 +13,6 @@ import json
 import threading
 from contextlib import contextmanager
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -126,16 +125,13 @@ def test_submit_progress_results_and_serving(open_api, light_worker, planted_spa
         published = json.loads(connect(jobs_url).get("vislex:mappings:en-fr"))
         assert published["job_id"] == job["id"] and published["sha256"] == done["result"]["mapping_sha256"]
 
-        runtime = client.app.state.runtime
-        if runtime.components["spaces"].state == "ready":  # the serving layer is built: it must serve it now
-            wait_for(lambda: runtime.spaces.mapping_version("en", "fr") == published["version"], 10,
-                     message="serving registry installs the new mapping")
-            t = client.get("/v1/translate", params={"src": "en", "tgt": "fr", "word": "w5"})
-            assert t.status_code == 200, t.text
-            assert t.json()["mapping_version"] == published["version"]
-            assert t.json()["translations"][0]["word"] == "m5"
-        else:  # serving not wired here yet: check its registry picks the published version up from Redis
-            _assert_serving_registry_installs(jobs_url, planted_spaces, published)
+        runtime = _serving_ready(client)  # the serving layer is built: it must serve the new mapping now
+        wait_for(lambda: runtime.spaces.mapping_version("en", "fr") == published["version"], 10,
+                 message="serving registry installs the new mapping")
+        t = client.get("/v1/translate", params={"src": "en", "tgt": "fr", "word": "w5"})
+        assert t.status_code == 200, t.text
+        assert t.json()["mapping_version"] == published["version"]
+        assert t.json()["translations"][0]["word"] == "m5"
 
         # identical resubmission: the cached result, immediately
         again = client.post("/v1/alignments", json=body)
@@ -149,24 +145,14 @@ def test_submit_progress_results_and_serving(open_api, light_worker, planted_spa
         assert job["id"] in [j["id"] for j in listed["jobs"]]
 
 
-def _assert_serving_registry_installs(jobs_url, planted_spaces, published):
-    try:
-        from services.alignment.mapping import Mapping  # noqa: F401
-        from services.serving.registry import SpaceRegistry
-        from services.serving.space import WordSpace
-    except ImportError as exc:
-        pytest.skip(f"serving check needs the alignment Mapping and serving registry: {exc}")
-    from services.alignment.vectors import load_vectors
-    from services.infra.redis import connect
-
-    en_path, fr_path, *_ = planted_spaces
-    registry = SpaceRegistry()
-    for lang, path in (("en", en_path), ("fr", fr_path)):
-        wv = load_vectors(path)
-        X = wv.vectors / np.linalg.norm(wv.vectors, axis=1, keepdims=True)
-        registry.add_space(WordSpace.build(lang, wv.words, X, source="test"))
-    assert registry.sync_from_redis(connect(jobs_url)) == ["en-fr"]
-    assert registry.mapping_version("en", "fr") == published["version"]
+def _serving_ready(client, timeout: float = 30.0):
+    """Wait until /readyz says ready and the serving layer ('spaces') is loaded; return the runtime."""
+    wait_for(lambda: client.get("/readyz").status_code == 200, timeout, interval=0.1, message="/readyz 200")
+    runtime = client.app.state.runtime
+    state = runtime.components["spaces"]
+    assert state.state == "ready", state.as_dict()
+    assert runtime.spaces is not None
+    return runtime
 
 
 def test_registry_method_runs_end_to_end(open_api, light_worker):
@@ -270,6 +256,10 @@ def test_validation_errors_name_the_field(open_api):
         assert r.status_code == 422 and r.json()["error"]["detail"]["errors"][0]["field"].startswith("dictionary")
         r = client.post("/v1/alignments", json=_body("v", options={"time_limit_s": -1}))
         assert r.status_code == 422 and r.json()["error"]["detail"]["field"] == "options.time_limit_s"
+        # never above the server's job time limit (the broker's visibility timeout is sized for it)
+        r = client.post("/v1/alignments", json=_body("v", options={"time_limit_s": 3601}))
+        assert r.status_code == 422 and r.json()["error"]["detail"]["field"] == "options.time_limit_s"
+        assert r.json()["error"]["detail"]["max"] == 3600 and "options.time_limit_s" in r.json()["error"]["message"]
         assert client.get("/v1/alignments/doesnotexist").status_code == 404
         assert client.delete("/v1/alignments/doesnotexist").status_code == 404
         assert client.get("/v1/alignments", params={"state": "weird"}).status_code == 422
@@ -281,9 +271,8 @@ def test_register_space_by_path_and_upload(open_api, tmp_path, planted_spaces):
         r = client.post("/v1/spaces", json={"name": "fr2", "path": str(fr_path)})
         assert r.status_code == 201, r.text
         assert r.json()["words"] == 300 and r.json()["dim"] == 16 and r.json()["fingerprint"]
-        runtime = client.app.state.runtime
-        if runtime.components["spaces"].state == "ready":  # the translate endpoints serve it at once
-            assert r.json()["serving"] is True and "fr2" in runtime.spaces.spaces
+        runtime = _serving_ready(client)  # the translate endpoints serve it at once
+        assert r.json()["serving"] is True and "fr2" in runtime.spaces.spaces
         vec = "3 2\nchat 0.1 0.2\nchien 0.3 0.4\nchat 0.5 0.6\n"  # duplicate word on line 4
         r = client.post("/v1/spaces", data={"name": "bad"}, files={"file": ("bad.vec", io.BytesIO(vec.encode()))})
         assert r.status_code == 422 and "4" in r.json()["error"]["message"]
@@ -297,13 +286,60 @@ def test_register_space_by_path_and_upload(open_api, tmp_path, planted_spaces):
         assert r.status_code == 409  # configured spaces are not replaced over HTTP
         r = client.post("/v1/spaces", json={"name": "a-b", "path": str(fr_path)})
         assert r.status_code == 422 and r.json()["error"]["detail"]["field"] == "name"
-        r = client.post("/v1/spaces", json={"name": "x", "path": str(tmp_path / "missing.npy")})
+        missing = client.app.state.runtime.settings.data_dir / "missing.npy"  # inside an allowed root
+        r = client.post("/v1/spaces", json={"name": "x", "path": str(missing)})
         assert r.status_code == 422 and r.json()["error"]["detail"]["field"] == "path"
+        assert r.json()["error"]["code"] == "invalid_input"
         # a registered space is usable by jobs at once (resolved by name, fingerprinted)
         r = client.post("/v1/alignments", json={**_body("byo"), "tgt": "fr2"})
         assert r.status_code == 202 and r.json()["tgt"] == "fr2"
     with open_api() as client:  # after a restart (or on another replica) registered spaces are served again
-        runtime = client.app.state.runtime
-        if runtime.components["spaces"].state == "ready":
-            wait_for(lambda: "fr2" in runtime.spaces.spaces and "tiny" in runtime.spaces.spaces, 10,
-                     message="registered spaces served after restart")
+        runtime = _serving_ready(client)
+        wait_for(lambda: "fr2" in runtime.spaces.spaces and "tiny" in runtime.spaces.spaces, 10,
+                 message="registered spaces served after restart")
+        t = client.get("/v1/spaces/fr2/neighbors", params={"word": "m1", "k": 2})
+        assert t.status_code == 200 and t.json()
+
+
+def test_register_space_errors_bad_json_roots_and_no_file_content(open_api, tmp_path, jobs_data_dir):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    good = "2 3\nchat 0.1 0.2 0.3\nchien 0.3 0.4 0.5\n"
+    (outside / "ok.vec").write_text(good)
+    with open_api() as client:
+        # malformed JSON is 400 in the error contract, not 422
+        r = client.post("/v1/spaces", content=b'{"name": "x", "path": ', headers={"content-type": "application/json"})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "bad_request" and r.json()["error"]["detail"]["field"] == "body"
+        # the schema's field names (the README once showed "lang"): a wrong one is a 422 naming the field
+        r = client.post("/v1/spaces", json={"lang": "xx", "path": str(outside / "ok.vec")})
+        assert r.status_code == 422
+        err = r.json()["error"]
+        assert err["detail"]["field"] == "name" and {e["field"] for e in err["detail"]["errors"]} >= {"name", "lang"}
+
+        # server-side paths only under the allowed roots (data dir, configured spaces' dirs, space_path_roots)
+        for path in (outside / "ok.vec", "/etc/passwd", f"{jobs_data_dir}/../{outside.name}/ok.vec"):
+            r = client.post("/v1/spaces", json={"name": "outside", "path": str(path)})
+            assert r.status_code == 422, r.text
+            assert r.json()["error"]["code"] == "path_not_allowed" and r.json()["error"]["detail"]["field"] == "path"
+            assert "root:" not in r.text and "chat" not in r.text
+        link = jobs_data_dir / "link-outside.vec"  # a symlink inside the data dir does not escape the check
+        link.unlink(missing_ok=True)
+        link.symlink_to(outside / "ok.vec")
+        r = client.post("/v1/spaces", json={"name": "linked", "path": str(link)})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "path_not_allowed"
+
+        # a malformed file inside an allowed root: the error counts the problems, never quotes the file
+        secret = jobs_data_dir / "secret.vec"
+        secret.write_text("3 3\nTOPSECRET 0.1 0.2 0.3\nPASSWORD123 0.1 0.2\nTOPSECRET 0.4 0.5 0.6\n")
+        r = client.post("/v1/spaces", json={"name": "secret", "path": str(secret)})
+        assert r.status_code == 422, r.text
+        assert "TOPSECRET" not in r.text and "PASSWORD123" not in r.text
+        err = r.json()["error"]
+        assert err["detail"]["field"] == "path" and err["detail"]["counts"]
+        assert "duplicate words" in err["message"] and "wrong-length rows" in err["message"]
+
+    with open_api(space_path_roots=[str(outside)]) as client:  # an operator-allowed directory
+        r = client.post("/v1/spaces", json={"name": "outside_ok", "path": str(outside / "ok.vec")})
+        assert r.status_code == 201, r.text
+        assert r.json()["words"] == 2

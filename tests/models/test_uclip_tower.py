@@ -142,3 +142,26 @@ def test_tower_failures_are_unavailable_with_reasons(tiny_checkpoint, heads_path
     bad = ClipPool(specs=[spec], towers={"fr": {"heads": str(heads_path)}})
     with pytest.raises(Unavailable, match="24-d text embeddings"):
         bad.for_language("fr")
+
+
+def _tower_settings(tiny_checkpoint, heads_path, tmp_path):
+    from app.settings import Settings
+
+    return Settings(data_dir=tmp_path / "data", clip_device="cpu", encoder_languages=["en", "fr"], clip_models={
+        "en": {"model": "vislex-tiny-tower", "checkpoint": str(tiny_checkpoint), "model_config": TINY},
+        "fr": {"tower": "uclip", "heads": str(heads_path), "base": "en"},
+    })
+
+
+def test_tower_selected_from_settings_in_jobs_and_in_the_app(tiny_checkpoint, heads_path, tmp_path, monkeypatch):
+    """A ``clip_models`` tower entry reaches both pools: the worker's (jobs, CLI) and the app's (/v1/fingerprints)."""
+    from app.wiring.vision import build_vision
+    from models import text_encoders
+    from services.vision.config import pool_from_settings
+
+    monkeypatch.setattr(text_encoders, "load_text_encoder", lambda name: HashingTextEncoder(dim=24))
+    settings = _tower_settings(tiny_checkpoint, heads_path, tmp_path)
+    for pool in (pool_from_settings(settings, ["en", "fr"]), build_vision(settings).pool):
+        fr = pool.for_language("fr")
+        assert isinstance(fr.text, UclipTextTower) and fr.reused_from == "en"
+        assert fr.text.encode_text(["un chien"]).shape == (1, 32)

@@ -31,3 +31,22 @@ def test_start_failure_is_reported(tmp_path):
     (tmp_path / "blocker").write_text("a file where a directory must be")
     with pytest.raises((Unavailable, OSError)):
         EmbeddedRedis(tmp_path / "blocker").start(timeout=3)
+
+
+def test_server_outlives_the_thread_that_started_it(tmp_path):
+    """PR_SET_PDEATHSIG fires when the forking *thread* exits: a short-lived starter must not kill Redis."""
+    import threading
+    import time
+
+    server = EmbeddedRedis(tmp_path)
+    starter = threading.Thread(target=server.start)
+    starter.start()
+    starter.join()
+    try:
+        time.sleep(0.5)  # the signal would be delivered at once when the starter thread exited
+        assert server.running
+        assert connect(server.url).ping()
+    finally:
+        pid = server.process.pid
+        server.stop()
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

@@ -59,7 +59,7 @@ def test_reaper_requeues_once_then_fails_worker_lost(jobs_redis):
     sent = []
     store.create("j3", SPEC, pair="en-fr", method="m")
     assert store.claim("j3", 1, "w") == "claimed"
-    assert reap_lost_jobs(store, lambda *a: sent.append(a)) == {"requeued": [], "failed": []}  # heartbeat alive
+    assert reap_lost_jobs(store, lambda *a: sent.append(a)) == {"requeued": [], "failed": [], "resent": []}  # alive
     time.sleep(0.3)
     assert reap_lost_jobs(store, lambda *a: sent.append(a))["requeued"] == ["j3"]
     assert [s[:2] for s in sent] == [("j3", 2)]
