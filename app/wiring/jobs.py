@@ -107,7 +107,19 @@ def load(runtime: Runtime) -> None:
         heartbeat_s=settings.job_heartbeat_s, max_upload_bytes=settings.max_upload_bytes,
         configured_spaces=settings.spaces, on_mapping=_install_published_mappings(runtime),
         on_space=_serve_new_space(runtime), space_fallback=_served_space(runtime), celery=sender,
-        space_roots=allowed_space_roots(settings),
+        space_roots=allowed_space_roots(settings), seed_check=_fingerprint_seed_check(settings),
     )
     jobs.start_monitor()
     runtime.jobs = jobs
+
+
+def _fingerprint_seed_check(settings):
+    """503 at submit for ``seed=fingerprints`` when the settings leave no image set or no CLIP weights."""
+    from services.jobs.runner import _lang
+    from services.vision.config import check_fingerprint_settings
+
+    def check(seed: str, src: dict, tgt: dict) -> None:
+        if seed == "fingerprints":
+            check_fingerprint_settings(settings, _lang(src), _lang(tgt))
+
+    return check

@@ -215,8 +215,11 @@ class JobService:
                  on_mapping: MappingCallback | None = None, on_space: Callable[[dict[str, Any]], None] | None = None,
                  space_fallback: Callable[[str], dict[str, Any] | None] | None = None, max_retries: int = 1,
                  celery=None, space_roots: list[str | Path] | None = None, resend_grace_s: float = RESEND_GRACE_S,
-                 max_send_failures: int = MAX_SEND_FAILURES):
+                 max_send_failures: int = MAX_SEND_FAILURES,
+                 seed_check: Callable[[str, dict[str, Any], dict[str, Any]], None] | None = None):
         self.redis = client
+        # (seed, src, tgt) -> None or raises: refuses at submit what no worker could run (e.g. no CLIP).
+        self.seed_check = seed_check
         self.artifacts_dir = Path(artifacts_dir)
         self.normalize = normalize
         self.max_vocab = max_vocab
@@ -248,6 +251,8 @@ class JobService:
         seed = request.get("seed") or "identical"
         if seed not in SEEDS:
             raise InvalidInput(f"seed must be one of {list(SEEDS)}", detail={"field": "seed", "known": list(SEEDS)})
+        if self.seed_check is not None:
+            self.seed_check(seed, src_info, tgt_info)
         dictionary = _pairs(request.get("dictionary"), "dictionary")
         if seed == "dictionary" and not dictionary:
             raise InvalidInput("seed 'dictionary' needs a non-empty 'dictionary' of [source, target] pairs",

@@ -343,3 +343,22 @@ def test_register_space_errors_bad_json_roots_and_no_file_content(open_api, tmp_
         r = client.post("/v1/spaces", json={"name": "outside_ok", "path": str(outside / "ok.vec")})
         assert r.status_code == 201, r.text
         assert r.json()["words"] == 2
+
+
+def test_fingerprint_seed_without_image_set_or_clip_weights_is_503_at_submit(open_api, tmp_path):
+    """What no worker could run is refused at once, with the reason, instead of failing later in a worker."""
+    body = _body("fp-refused", seed="fingerprints", method="walip")
+    body.pop("dictionary")
+    with open_api() as client:  # no VISLEX_IMAGES_DIR
+        r = client.post("/v1/alignments", json=body)
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "images_unavailable"
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.png").write_bytes(b"not decoded at submit")
+    with open_api(images_dir=images, clip_pretrained=None) as client:  # an image set, but no CLIP weights source
+        r = client.post("/v1/alignments", json=body)
+        assert r.status_code == 503, r.text
+        err = r.json()["error"]
+        assert err["code"] == "encoder_unavailable" and "en" in err["detail"]["languages"]
+        assert client.get("/v1/alignments", params={"state": "queued"}).json()["total"] == 0
