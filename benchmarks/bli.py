@@ -4,11 +4,14 @@ For each pair (en→fr, en→de), over the 50k-word vocabularies normalised ``un
 supervised Procrustes and Procrustes+InstaMap on the MUSE 0-5000 train split; unsupervised WALIP
 step 2 seeded by identical strings, with robust (paper) and plain Procrustes; InstaMap alone on the
 train split; then L1 refinement on top of each of those, in the paper-faithful flow and in the
-exactly-orthogonal Cayley mode (steps, final l1 loss, orthogonality error, seconds). Every row is
+exactly-orthogonal Cayley mode, the latter twice: with held-out early stopping (its default: 80/20
+fit/holdout split of the induced dictionary, patience 10) and as pure minimisation (holdout 0)
+(steps, best step, l1 loss of the whole dictionary and of the holdout, orthogonality error, seconds). Every row is
 scored on the MUSE 5000-6500 test split over the full 50k target vocabulary (NN and CSLS-10).
 Each row runs in its own forked process, so "peak MB" is that row's own peak RSS.
 
     .venv/bin/python benchmarks/bli.py [--pairs en-fr,en-de] [--max-vocab 50000] [--skip-faithful]
+        [--l1-holdout 0.2] [--l1-patience 10] [--l1-max-seconds S]
 
 Reference points on these vectors (../shared/data/README.md, issue 3): Procrustes 31.0 / 35.2,
 VecMap --supervised 34.7 / 37.7 (P@1 NN / CSLS, en→fr); the authors' L1 code on VecMap en→fr:
@@ -24,7 +27,8 @@ import traceback
 
 import numpy as np
 
-from common import peak_rss_mb, print_table, shared_path, write_results  # noqa: I001  (sets sys.path)
+# benchmarks/common.py also puts the repository root on sys.path.
+from common import peak_rss_mb, print_table, shared_path, write_results
 
 NORMALIZE = "unit,center,unit"
 
@@ -73,19 +77,30 @@ def _fit_row(src, tgt, method, seeds, options, test, n_oov):
     return row, (XW.astype(np.float32), YT.astype(np.float32))
 
 
-def _l1_row(src_words, tgt_words, XW, YT, mode, test, n_oov, max_seconds):
+def _l1_variants(args) -> list[tuple[str, dict]]:
+    """(label, l1 options): the paper-faithful flow, then the orthogonal mode with early stopping and without."""
+    variants = [] if args.skip_faithful else [("faithful", {"mode": "faithful"})]
+    variants.append(("orthogonal, early stop", {"mode": "orthogonal", "holdout": args.l1_holdout,
+                                                 "patience": args.l1_patience}))
+    variants.append(("orthogonal, pure min.", {"mode": "orthogonal", "holdout": 0.0}))
+    return variants
+
+
+def _l1_row(src_words, tgt_words, XW, YT, l1_options, test, n_oov, max_seconds):
     from services.alignment.registry import align
     from services.alignment.vectors import WordVectors
 
     started = time.perf_counter()
     result = align(WordVectors(src_words, XW), WordVectors(tgt_words, YT), "l1",
-                   options={"l1": {"mode": mode, "max_seconds": max_seconds}})
+                   options={"l1": {**l1_options, "max_seconds": max_seconds}})
     seconds = time.perf_counter() - started
     stats = result.mapping.stats["stages"][0]
     m = result.mapping
     row = {"seconds": seconds, "pairs_used": stats["pairs"], "l1_steps": stats["steps"], "l1_stop": stats["stop_reason"],
+           "l1_best_step": stats["best_step"], "l1_holdout_pairs": stats["holdout_pairs"],
            "l1_loss_initial": stats["loss_initial"], "l1_loss_final": stats["loss_final"],
            "l1_loss_drop_pct": 100 * (1 - stats["loss_final"] / stats["loss_initial"]),
+           "l1_holdout_initial": stats["holdout_loss_initial"], "l1_holdout_final": stats["holdout_loss_final"],
            "orth_err": stats["orthogonality_error"], "l1_seconds": stats["seconds"],
            **_scores(m.transform_source(XW), m.transform_target(YT), test, n_oov)}
     return row
@@ -97,13 +112,20 @@ def main() -> None:
     ap.add_argument("--max-vocab", type=int, default=50000)
     ap.add_argument("--skip-faithful", action="store_true", help="skip the (slow) paper-faithful L1 flow")
     ap.add_argument("--l1-max-seconds", type=float, default=None, help="time budget per L1 run (default: none)")
+    ap.add_argument("--l1-holdout", type=float, default=0.2,
+                    help="held-out fraction of the L1 dictionary for the early-stopping row (default 0.2)")
+    ap.add_argument("--l1-patience", type=int, default=10, help="early-stopping patience in steps (default 10)")
     args = ap.parse_args()
 
     vectors_dir = shared_path("vectors")
     muse = shared_path("dictionaries", "muse")
     if vectors_dir is None or muse is None:
         return
-    from services.alignment.dictionary import count_uncovered_sources, dictionary_to_indices, load_dictionary
+    from services.alignment.dictionary import (
+        count_uncovered_sources,
+        dictionary_to_indices,
+        load_dictionary,
+    )
     from services.alignment.vectors import WordVectors, load_vectors, normalize
 
     spaces: dict[str, WordVectors] = {}
@@ -137,10 +159,9 @@ def main() -> None:
                 continue
             rows.append({"pair": pair, "method": label, "peak_mb": rss, **row})
             _show(rows[-1])
-            modes = ["orthogonal"] if args.skip_faithful else ["faithful", "orthogonal"]
-            for mode in modes:
+            for mode, l1_options in _l1_variants(args):
                 try:
-                    l1, rss = _run_in_child(_l1_row, src.words, tgt.words, mapped[0], mapped[1], mode, test, n_oov,
+                    l1, rss = _run_in_child(_l1_row, src.words, tgt.words, mapped[0], mapped[1], l1_options, test, n_oov,
                                             args.l1_max_seconds)
                 except RuntimeError as exc:
                     print(f"{pair} {label} + l1 {mode}: failed\n{exc}")
@@ -157,8 +178,10 @@ def main() -> None:
     if l1_rows:
         print("\nL1 refinement detail (on the row above it in the main table)")
         print_table(l1_rows, [("pair", "pair", ""), ("method", "mode", ""), ("l1_steps", "steps", "d"),
-                              ("l1_stop", "stopped by", ""), ("l1_loss_initial", "l1 before", ".1f"),
-                              ("l1_loss_final", "l1 after", ".1f"), ("l1_loss_drop_pct", "drop %", ".2f"),
+                              ("l1_best_step", "best", "d"), ("l1_stop", "stopped by", ""),
+                              ("l1_loss_initial", "l1 before", ".1f"), ("l1_loss_final", "l1 after", ".1f"),
+                              ("l1_loss_drop_pct", "drop %", ".2f"), ("l1_holdout_initial", "holdout before", ".1f"),
+                              ("l1_holdout_final", "holdout after", ".1f"),
                               ("orth_err", "max|MMt-I|", ".1e"), ("l1_seconds", "solver s", ".1f"),
                               ("gain_p1_csls", "ΔP@1 CSLS", "+.1f")])
     write_results("bli", {"normalize": NORMALIZE, "max_vocab": args.max_vocab, "rows": rows})

@@ -7,18 +7,18 @@ translations). Tab-separated lines may carry a third numeric column (a score, as
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
 from services.errors import InvalidInput
 
 __all__ = [
-    "load_dictionary",
+    "count_uncovered_sources",
     "dictionary_to_indices",
     "identical_pairs",
-    "count_uncovered_sources",
+    "load_dictionary",
     "save_dictionary",
 ]
 
@@ -128,6 +128,5 @@ def save_dictionary(path, rows: Iterable[tuple[str, str, float]]) -> None:
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
-        for s, t, score in rows:
-            fh.write(f"{s}\t{t}\t{score:.6f}\n")
+        fh.writelines(f"{s}\t{t}\t{score:.6f}\n" for s, t, score in rows)
     tmp.replace(p)

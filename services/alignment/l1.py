@@ -12,20 +12,28 @@ Two solvers, both starting at M₀ = I on the already aligned spaces and both re
   (μ halved whenever progress stalls: continuation towards the exact l1), Armijo backtracking line search.
   Cayley steps keep M orthogonal to rounding (re-projected by polar decomposition every 50 steps), so
   the descent never has to stop for drift.
+
+  Held-out early stopping (default, ``holdout=0.2``): the exact minimiser overfits the induced
+  dictionary (measured on en→fr, 50k words, 4,163 mutual-NN pairs, 80/20 split: the held-out l1 rises
+  after ~15–25 steps; P@1 CSLS 35.2 → 35.6 at 15 steps but 33.6 at full convergence). So the dictionary
+  is split deterministically (``holdout_seed``) into fit / holdout rows, the descent runs on the fit
+  rows, the M with the lowest held-out l1 loss (M₀ = I included) is kept, and the run stops after
+  ``patience`` steps without a held-out improvement. ``holdout=0`` gives pure minimisation of the full
+  dictionary's loss (the best M by that loss is kept, so it never rises).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
 from services.alignment.procrustes import orthogonality_error
 from services.errors import InvalidInput
 
-__all__ = ["l1_loss", "l1_dictionary", "l1_refine", "L1Result", "tangent_projection"]
+__all__ = ["L1Result", "holdout_split", "l1_dictionary", "l1_loss", "l1_refine", "tangent_projection"]
 
 ProgressFn = Callable[[str, int, int, dict], None]
 
@@ -40,6 +48,25 @@ class L1Result:
     orthogonality_error: float
     seconds: float
     history: list[float] = field(default_factory=list)
+    # Held-out early stopping (orthogonal mode with holdout > 0); for the other modes the "fit" set is the
+    # whole dictionary and the holdout fields are None.
+    best_step: int = 0
+    fit_loss_initial: float | None = None
+    fit_loss_final: float | None = None
+    holdout_loss_initial: float | None = None
+    holdout_loss_final: float | None = None
+    n_fit: int = 0
+    n_holdout: int = 0
+    holdout_history: list[float] = field(default_factory=list)
+
+    def stats(self) -> dict:
+        """JSON-able summary (no M, no histories) for mapping stats and benchmarks."""
+        return {"loss_initial": self.loss_initial, "loss_final": self.loss_final, "steps": self.steps,
+                "best_step": self.best_step, "stop_reason": self.stop_reason,
+                "orthogonality_error": self.orthogonality_error, "seconds": self.seconds,
+                "fit_pairs": self.n_fit, "holdout_pairs": self.n_holdout,
+                "fit_loss_initial": self.fit_loss_initial, "fit_loss_final": self.fit_loss_final,
+                "holdout_loss_initial": self.holdout_loss_initial, "holdout_loss_final": self.holdout_loss_final}
 
 
 def l1_loss(A: np.ndarray, B: np.ndarray, M: np.ndarray) -> float:
@@ -122,13 +149,34 @@ def _polar(M: np.ndarray) -> np.ndarray:
     return U @ Vt
 
 
-def _orthogonal(A, B, *, max_steps, max_seconds, mu_start, mu_min, progress):
+def holdout_split(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic (seeded) split of ``n`` dictionary rows into (fit, holdout) index arrays, both sorted.
+
+    The holdout gets round(fraction · n) rows, but the fit set always keeps at least one row; with
+    ``fraction <= 0`` (or too few rows for a non-empty holdout) the holdout is empty.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise InvalidInput(f"holdout fraction must be in [0, 1), got {fraction}")
+    n_holdout = min(round(fraction * n), n - 1) if n > 1 else 0
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_holdout:]), np.sort(perm[:n_holdout])
+
+
+def _orthogonal(A, B, *, max_steps, max_seconds, mu_start, mu_min, progress, A_ho=None, B_ho=None, patience=10):
+    """Cayley descent on (A, B); with (A_ho, B_ho) keeps the best M by held-out l1 and stops after ``patience``
+    steps without held-out improvement, else keeps the best M by the l1 loss of (A, B).
+
+    Returns (best M, steps run, stop reason, per-step l1 on (A, B), best step, per-step held-out l1).
+    """
     d = A.shape[1]
     M = np.eye(d)
     R = A - B
     true = float(np.abs(R).sum())
-    best_M, best_loss = M.copy(), true
+    early = A_ho is not None and len(A_ho) > 0
+    ho = float(np.abs(A_ho - B_ho).sum()) if early else None
+    best_M, best_loss, best_step = M.copy(), (ho if early else true), 0
     history = [true]
+    ho_history = [ho] if early else []
     mu = mu_start if mu_start is not None else max(float(np.median(np.abs(R))) * 0.5, 1e-6)
 
     def smooth(Rm, mu_):
@@ -167,10 +215,18 @@ def _orthogonal(A, B, *, max_steps, max_seconds, mu_start, mu_min, progress):
                 R = A @ M - B
                 f = smooth(R, mu)
             true = float(np.abs(R).sum())
-            if true < best_loss:
-                best_M, best_loss = M.copy(), true
+            if early:
+                ho = l1_loss(A_ho, B_ho, M)
+            score = ho if early else true
+            if score < best_loss:
+                best_M, best_loss, best_step = M.copy(), score, step
         steps = step
         history.append(true)
+        if early:
+            ho_history.append(ho)
+            if step - best_step >= patience:
+                reason = "early_stopping"
+                break
         # Continuation: sharpen the smoothing when the smoothed problem stops paying (or the search failed).
         if not accepted or (step % 10 == 0 and stall_f - f < 1e-4 * abs(f)):
             if mu <= mu_min:
@@ -182,11 +238,12 @@ def _orthogonal(A, B, *, max_steps, max_seconds, mu_start, mu_min, progress):
         if step % 10 == 0:
             stall_f = f
         if progress is not None:
-            progress("l1", step, max_steps, {"loss": true, "mu": mu})
+            info = {"loss": true, "mu": mu, **({"holdout_loss": ho} if early else {})}
+            progress("l1", step, max_steps, info)
         if max_seconds is not None and time.perf_counter() - started > max_seconds:
             reason = "time_budget"
             break
-    return best_M, steps, reason, history
+    return best_M, steps, reason, history, best_step, ho_history
 
 
 def l1_refine(
@@ -202,23 +259,46 @@ def l1_refine(
     max_seconds: float | None = None,
     mu_start: float | None = None,
     mu_min: float = 1e-6,
+    holdout: float = 0.2,
+    patience: int = 10,
+    holdout_seed: int = 0,
     progress: ProgressFn | None = None,
 ) -> L1Result:
-    """Orthogonal M minimising ‖A M − B‖₁ from M₀ = I, by the reference flow or by Cayley descent (methods.md, "L1 refinement")."""
+    """Orthogonal M minimising ‖A M − B‖₁ from M₀ = I, by the reference flow or by Cayley descent (methods.md, "L1 refinement").
+
+    ``holdout`` (fraction of the dictionary rows held out, default 0.2), ``patience`` (steps without a
+    held-out improvement before stopping, default 10) and ``holdout_seed`` (the split's seed) apply to
+    ``mode="orthogonal"`` only; ``holdout=0`` there means pure minimisation. ``mode="faithful"`` ignores
+    them and runs the reference's flow and stopping rules on the whole dictionary.
+    ``loss_initial``/``loss_final`` are always the l1 loss of the whole dictionary (at I and at the returned M).
+    """
     if mode not in ("faithful", "orthogonal"):
         raise InvalidInput(f"unknown L1 mode {mode!r}; use 'faithful' or 'orthogonal'")
     A = np.asarray(A, np.float64)
     B = np.asarray(B, np.float64)
     if A.shape != B.shape or A.ndim != 2 or len(A) == 0:
         raise InvalidInput(f"L1 refinement needs two aligned non-empty (p, d) arrays, got {A.shape} and {B.shape}")
+    if int(patience) < 1:
+        raise InvalidInput(f"L1 early-stopping patience must be >= 1, got {patience}")
     started = time.perf_counter()
-    initial = l1_loss(A, B, np.eye(A.shape[1]))
+    I = np.eye(A.shape[1])
+    initial = l1_loss(A, B, I)
     if mode == "faithful":
         M, steps, reason, history = _faithful(A, B, alpha=alpha, dt=dt, min_improvement=min_improvement,
                                               max_orth_error=max_orth_error, max_steps=max_steps or 5000,
                                               max_seconds=max_seconds, progress=progress)
-    else:
-        M, steps, reason, history = _orthogonal(A, B, max_steps=max_steps or 2000, max_seconds=max_seconds,
-                                                mu_start=mu_start, mu_min=mu_min, progress=progress)
-    return L1Result(M, initial, l1_loss(A, B, M), steps, reason, orthogonality_error(M),
-                    time.perf_counter() - started, history)
+        return L1Result(M, initial, l1_loss(A, B, M), steps, reason, orthogonality_error(M),
+                        time.perf_counter() - started, history, best_step=steps, fit_loss_initial=initial,
+                        fit_loss_final=l1_loss(A, B, M), n_fit=len(A))
+    fit, held = holdout_split(len(A), float(holdout), int(holdout_seed))
+    A_fit, B_fit = A[fit], B[fit]
+    A_ho, B_ho = (A[held], B[held]) if len(held) else (None, None)
+    M, steps, reason, history, best_step, ho_history = _orthogonal(
+        A_fit, B_fit, max_steps=max_steps or 2000, max_seconds=max_seconds, mu_start=mu_start, mu_min=mu_min,
+        progress=progress, A_ho=A_ho, B_ho=B_ho, patience=int(patience))
+    return L1Result(M, initial, l1_loss(A, B, M), steps, reason, orthogonality_error(M), time.perf_counter() - started,
+                    history, best_step=best_step, fit_loss_initial=l1_loss(A_fit, B_fit, I),
+                    fit_loss_final=l1_loss(A_fit, B_fit, M),
+                    holdout_loss_initial=l1_loss(A_ho, B_ho, I) if A_ho is not None else None,
+                    holdout_loss_final=l1_loss(A_ho, B_ho, M) if A_ho is not None else None,
+                    n_fit=len(fit), n_holdout=len(held), holdout_history=ho_history)

@@ -24,7 +24,7 @@ import numpy as np
 
 from services.errors import InvalidInput
 
-__all__ = ["Mapping", "LinearStage", "InstaMapStage", "InstaMapIteration", "FORMAT_VERSION", "instamap_shift"]
+__all__ = ["FORMAT_VERSION", "InstaMapIteration", "InstaMapStage", "LinearStage", "Mapping", "instamap_shift"]
 
 FORMAT_VERSION = 1
 _FORMAT_KEY = "vislex_mapping_format"
@@ -81,7 +81,7 @@ class LinearStage:
         return {}
 
     @classmethod
-    def from_saved(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> "LinearStage":
+    def from_saved(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> LinearStage:
         return cls(arrays["W"])
 
 
@@ -153,7 +153,7 @@ class InstaMapStage:
                 "clip_negative": self.clip_negative, "n_iterations": len(self.iterations)}
 
     @classmethod
-    def from_saved(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> "InstaMapStage":
+    def from_saved(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> InstaMapStage:
         iterations = []
         for t in range(int(meta["n_iterations"])):
             kw = {name: arrays.get(f"it{t}_{name}") for name in
@@ -164,6 +164,13 @@ class InstaMapStage:
 
 
 _STAGE_TYPES = {"linear": LinearStage, "instamap": InstaMapStage}
+_REQUIRED_META = ("method", "stages")
+
+
+def _stage_required_arrays(stage: Any) -> list[Any]:
+    if stage.kind == "linear":
+        return [stage.W]
+    return [getattr(it, name) for it in stage.iterations for name in ("W_R", "src_anchors", "tgt_anchors", "deltas")]
 
 
 def _jsonable(value: Any) -> Any:
@@ -196,7 +203,7 @@ class Mapping:
             self.version = self.content_hash()
 
     @classmethod
-    def identity(cls, dim: int, src_fp: str = "", tgt_fp: str = "") -> "Mapping":
+    def identity(cls, dim: int, src_fp: str = "", tgt_fp: str = "") -> Mapping:
         return cls("identity", [LinearStage(np.eye(dim))], src_fingerprint=src_fp, tgt_fingerprint=tgt_fp)
 
     @property
@@ -262,8 +269,8 @@ class Mapping:
         return path
 
     @classmethod
-    def load(cls, path) -> "Mapping":
-        """Read a mapping written by :meth:`save`; unknown format versions raise InvalidInput."""
+    def load(cls, path) -> Mapping:
+        """Read a mapping written by :meth:`save`; unknown format versions, missing metadata keys or stage arrays raise InvalidInput."""
         path = Path(path)
         try:
             data = np.load(path, allow_pickle=False)
@@ -276,16 +283,32 @@ class Mapping:
             if fmt != FORMAT_VERSION:
                 raise InvalidInput(f"{path}: unsupported mapping format version {fmt} (this build reads {FORMAT_VERSION})",
                                    detail={"path": str(path), "format": fmt, "supported": [FORMAT_VERSION]})
-            meta = json.loads(str(data["meta"]))
+            try:
+                meta = json.loads(str(data["meta"]))
+            except ValueError as exc:
+                raise InvalidInput(f"{path}: unreadable mapping metadata ({exc})", detail={"path": str(path)}) from None
             all_arrays = {name: data[name] for name in data.files}
+        missing = [k for k in _REQUIRED_META if not isinstance(meta, dict) or k not in meta]
+        if missing:
+            raise InvalidInput(f"{path}: mapping metadata lacks required key(s) {missing}",
+                               detail={"path": str(path), "missing": missing})
+        if not isinstance(meta["stages"], list) or not meta["stages"]:
+            raise InvalidInput(f"{path}: mapping has no stages", detail={"path": str(path)})
         stages = []
         for s, smeta in enumerate(meta["stages"]):
-            kind = smeta.get("kind")
+            kind = smeta.get("kind") if isinstance(smeta, dict) else None
             if kind not in _STAGE_TYPES:
                 raise InvalidInput(f"{path}: unknown stage kind {kind!r}", detail={"path": str(path)})
             prefix = f"stage{s}_"
             arrays = {k[len(prefix):]: v for k, v in all_arrays.items() if k.startswith(prefix)}
-            stages.append(_STAGE_TYPES[kind].from_saved(smeta, arrays))
+            try:
+                stage = _STAGE_TYPES[kind].from_saved(smeta, arrays)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise InvalidInput(f"{path}: stage {s} ({kind}) is incomplete: missing or invalid {exc}",
+                                   detail={"path": str(path), "stage": s}) from None
+            if any(a is None for a in _stage_required_arrays(stage)):
+                raise InvalidInput(f"{path}: stage {s} ({kind}) is missing arrays", detail={"path": str(path), "stage": s})
+            stages.append(stage)
         return cls(meta["method"], stages, params=meta.get("params", {}), src_fingerprint=meta.get("src_fingerprint", ""),
                    tgt_fingerprint=meta.get("tgt_fingerprint", ""), stats=meta.get("stats", {}),
                    created_at=float(meta.get("created_at", 0.0)), version=meta.get("version", ""))

@@ -10,7 +10,7 @@ import numpy as np
 
 from services.errors import InvalidInput
 
-__all__ = ["procrustes", "kabsch", "robust_procrustes", "orthogonality_error"]
+__all__ = ["kabsch", "orthogonality_error", "procrustes", "robust_procrustes"]
 
 
 def _check_aligned(A: np.ndarray, B: np.ndarray) -> None:

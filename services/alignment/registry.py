@@ -9,15 +9,16 @@ CSLS dictionary of the final space (over the ``dictionary_vocab`` most frequent 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from services.alignment.mapping import LinearStage, Mapping, _unit
 from services.errors import InvalidInput
 
-__all__ = ["ALIGNERS", "Aligner", "AlignResult", "ProgressFn", "StageFit", "available_methods", "parse_method", "align"]
+__all__ = ["ALIGNERS", "AlignResult", "Aligner", "ProgressFn", "StageFit", "align", "available_methods", "parse_method"]
 
 ProgressFn = Callable[[str, int, int, dict], None]
 # Global options (not belonging to a stage).
@@ -65,7 +66,7 @@ def _fit_procrustes(X, Y, seeds, opts, progress) -> StageFit:
 
     seeds = _require_seeds("procrustes", seeds)
     W = procrustes(X[seeds[:, 0]], Y[seeds[:, 1]])
-    return StageFit([LinearStage(W)], None, stats={"pairs": int(len(seeds))}, pairs_used=len(seeds))
+    return StageFit([LinearStage(W)], None, stats={"pairs": len(seeds)}, pairs_used=len(seeds))
 
 
 def _fit_kabsch(X, Y, seeds, opts, progress) -> StageFit:
@@ -73,7 +74,7 @@ def _fit_kabsch(X, Y, seeds, opts, progress) -> StageFit:
 
     seeds = _require_seeds("kabsch", seeds)
     W = kabsch(X[seeds[:, 0]], Y[seeds[:, 1]])
-    return StageFit([LinearStage(W)], None, stats={"pairs": int(len(seeds))}, pairs_used=len(seeds))
+    return StageFit([LinearStage(W)], None, stats={"pairs": len(seeds)}, pairs_used=len(seeds))
 
 
 def _fit_robust_procrustes(X, Y, seeds, opts, progress) -> StageFit:
@@ -82,7 +83,7 @@ def _fit_robust_procrustes(X, Y, seeds, opts, progress) -> StageFit:
     seeds = _require_seeds("robust-procrustes", seeds)
     W, weights = robust_procrustes(X[seeds[:, 0]], Y[seeds[:, 1]], n_iter=int(opts["n_inner"]), eps=float(opts["eps"]),
                                    variant=opts["variant"])
-    return StageFit([LinearStage(W)], None, stats={"pairs": int(len(seeds)), "mean_weight": float(weights.mean())},
+    return StageFit([LinearStage(W)], None, stats={"pairs": len(seeds), "mean_weight": float(weights.mean())},
                     pairs_used=len(seeds))
 
 
@@ -95,8 +96,8 @@ def _fit_walip(X, Y, seeds, opts, progress) -> StageFit:
                        variant=opts["variant"], n_inner=int(opts["n_inner"]), eps=float(opts["eps"]),
                        max_vocab=opts["max_vocab"], knn=int(opts["knn"]), quantile_samples=int(opts["quantile_samples"]),
                        seed=int(opts["seed"]), progress=progress)
-    stats = {"seed_pairs": int(len(seeds)), "best_iteration": res.best_iteration + 1, "iterations": len(res.validation_losses),
-             "final_pairs": int(len(res.pairs)), "best_validation_loss": float(min(res.validation_losses)),
+    stats = {"seed_pairs": len(seeds), "best_iteration": res.best_iteration + 1, "iterations": len(res.validation_losses),
+             "final_pairs": len(res.pairs), "best_validation_loss": float(min(res.validation_losses)),
              "history": res.history}
     return StageFit([LinearStage(res.W)], res.pairs, res.validation_losses, stats, pairs_used=len(res.pairs))
 
@@ -106,9 +107,10 @@ def _fit_instamap(X, Y, seeds, opts, progress) -> StageFit:
 
     seeds = _require_seeds("instamap", seeds)
     stage, pairs, history = fit_instamap(X, Y, seeds, K=int(opts["K"]), T=opts["T"], variant=opts["variant"],
-                                         src_step=float(opts["src_step"]), tgt_step=float(opts["tgt_step"]),
+                                         src_step=opts["src_step"], tgt_step=opts["tgt_step"],
                                          expand=bool(opts["expand"]), expand_vocab=opts["expand_vocab"], progress=progress)
-    return StageFit([stage], pairs, stats={"seed_pairs": int(len(seeds)), "final_pairs": int(len(pairs)), "history": history},
+    return StageFit([stage], pairs, stats={"seed_pairs": len(seeds), "final_pairs": len(pairs), "variant": opts["variant"],
+                                           "src_step": stage.src_step, "tgt_step": stage.tgt_step, "history": history},
                     pairs_used=len(pairs))
 
 
@@ -119,10 +121,12 @@ def _fit_l1(X, Y, seeds, opts, progress) -> StageFit:
     if len(pairs) == 0:
         raise InvalidInput("L1 refinement found no mutual nearest-neighbour pairs")
     res = l1_refine(X[pairs[:, 0]], Y[pairs[:, 1]], mode=opts["mode"], max_steps=opts["max_steps"],
-                    max_seconds=opts["max_seconds"], progress=progress)
-    stats = {"pairs": int(len(pairs)), "mode": opts["mode"], "loss_initial": res.loss_initial, "loss_final": res.loss_final,
-             "steps": res.steps, "stop_reason": res.stop_reason, "orthogonality_error": res.orthogonality_error,
-             "seconds": res.seconds}
+                    max_seconds=opts["max_seconds"], holdout=float(opts["holdout"]), patience=int(opts["patience"]),
+                    holdout_seed=int(opts["holdout_seed"]), progress=progress)
+    stats = {"pairs": len(pairs), "mode": opts["mode"], **res.stats()}
+    if opts["mode"] == "orthogonal":
+        stats.update({"holdout": float(opts["holdout"]), "patience": int(opts["patience"]),
+                      "early_stopping": res.n_holdout > 0})
     return StageFit([LinearStage(res.M)], pairs, [res.loss_final], stats, pairs_used=len(pairs))
 
 
@@ -136,10 +140,13 @@ ALIGNERS: dict[str, Aligner] = {
         "variant": "paper", "n_inner": 5, "eps": 1e-3, "max_vocab": 15000, "knn": 10, "quantile_samples": 1_000_000, "seed": 0,
     }, description="WALIP step 2: iterative robust Procrustes with CSLS matching"),
     "instamap": Aligner("instamap", _fit_instamap, {
-        "K": 70, "T": None, "variant": "paper", "src_step": 0.5, "tgt_step": 0.5, "expand": True, "expand_vocab": 20000,
+        # None: the variant's default (methods.md "InstaMap"; see services.alignment.instamap).
+        "K": 70, "T": None, "variant": "paper", "src_step": None, "tgt_step": None, "expand": True, "expand_vocab": None,
     }, description="InstaMap: Kabsch + per-word translation vectors"),
-    "l1": Aligner("l1", _fit_l1, {"mode": "orthogonal", "max_vocab": 10000, "knn": 10, "max_steps": None, "max_seconds": None},
-                  needs_seeds=False, description="L1 refinement on mutual CSLS pairs"),
+    "l1": Aligner("l1", _fit_l1, {"mode": "orthogonal", "max_vocab": 10000, "knn": 10, "max_steps": None, "max_seconds": None,
+                                  "holdout": 0.2, "patience": 10, "holdout_seed": 0},
+                  needs_seeds=False,
+                  description="L1 refinement on mutual CSLS pairs (orthogonal mode: held-out early stopping unless holdout=0)"),
 }
 
 
@@ -212,12 +219,12 @@ def align(
     if seed_pairs is None:
         if ALIGNERS[names[0]].needs_seeds:
             seed_pairs = identical_pairs(src.words, tgt.words)
-            seed_info = {"seed": "identical", "seed_pairs": int(len(seed_pairs))}
+            seed_info = {"seed": "identical", "seed_pairs": len(seed_pairs)}
     else:
         seed_pairs = np.asarray(seed_pairs, dtype=np.int64).reshape(-1, 2)
         if len(seed_pairs) and (seed_pairs.min() < 0 or seed_pairs[:, 0].max() >= len(src) or seed_pairs[:, 1].max() >= len(tgt)):
             raise InvalidInput("seed pairs index rows outside the vocabularies", detail={"field": "seed_pairs"})
-        seed_info = {"seed": "given", "seed_pairs": int(len(seed_pairs))}
+        seed_info = {"seed": "given", "seed_pairs": len(seed_pairs)}
     X = np.asarray(src.vectors, np.float32)
     Y = np.asarray(tgt.vectors, np.float32)
     all_stages: list[Any] = []
@@ -242,11 +249,11 @@ def align(
     dict_pairs, dict_scores = mutual_nn(_unit(X), _unit(Y), retrieval=global_opts["dictionary_retrieval"],
                                         knn=int(global_opts["dictionary_knn"]), max_src=vocab, max_tgt=vocab)
     if progress is not None:
-        progress("dictionary", 1, 1, {"pairs": int(len(dict_pairs))})
+        progress("dictionary", 1, 1, {"pairs": len(dict_pairs)})
     seconds = time.perf_counter() - started
     params = {"stages": [{"method": n, **o} for n, o in zip(names, stage_opts)], **global_opts, **seed_info}
     mapping = Mapping("+".join(names), all_stages, params=params, src_fingerprint=src.fingerprint(),
                       tgt_fingerprint=tgt.fingerprint(),
-                      stats={"stages": stage_stats, "pairs_used": pairs_used, "dictionary_pairs": int(len(dict_pairs)),
+                      stats={"stages": stage_stats, "pairs_used": pairs_used, "dictionary_pairs": len(dict_pairs),
                              "seconds": seconds, **seed_info})
     return AlignResult(mapping, (dict_pairs, dict_scores), losses, seconds, pairs_used)

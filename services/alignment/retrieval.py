@@ -18,12 +18,12 @@ import numpy as np
 from services.errors import InvalidInput
 
 __all__ = [
-    "knn_mean_similarity",
-    "nn_topk",
-    "csls_topk",
-    "mutual_nn",
-    "available_threads",
     "QUERY_CHUNK_ROWS",
+    "available_threads",
+    "csls_topk",
+    "knn_mean_similarity",
+    "mutual_nn",
+    "nn_topk",
 ]
 
 # Queries per search call; with FAISS's own blocking this keeps temporaries to tens of MB.

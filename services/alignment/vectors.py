@@ -20,18 +20,19 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import numpy as np
 
 from services.errors import InvalidInput
 
 __all__ = [
-    "WordVectors",
-    "VectorFileError",
-    "load_vectors",
-    "save_vectors",
-    "normalize",
-    "vocab_path_for",
     "NORMALIZATION_STEPS",
+    "VectorFileError",
+    "WordVectors",
+    "load_vectors",
+    "normalize",
+    "save_vectors",
+    "vocab_path_for",
 ]
 
 # Offending lines listed per problem kind; the count of all of them is always reported.
@@ -93,11 +94,11 @@ class WordVectors:
             self._fingerprint = digest.hexdigest()[:16]
         return self._fingerprint
 
-    def subset(self, n: int) -> "WordVectors":
+    def subset(self, n: int) -> WordVectors:
         """The first ``n`` words (most frequent first)."""
         return WordVectors(self.words[:n], self.vectors[:n])
 
-    def with_vectors(self, vectors: np.ndarray) -> "WordVectors":
+    def with_vectors(self, vectors: np.ndarray) -> WordVectors:
         """Same vocabulary, new vectors (e.g. normalised or mapped)."""
         return WordVectors(list(self.words), vectors)
 
@@ -147,8 +148,7 @@ def _infer_format(path: Path, fmt: str | None) -> str:
             raise VectorFileError(f"{path}: unknown vector format {fmt!r} (use vec, bin or npy)", detail={"path": str(path)})
         return aliases[f]
     name = path.name.lower()
-    if name.endswith(".gz"):
-        name = name[:-3]
+    name = name.removesuffix(".gz")
     if name.endswith((".vec", ".txt")):
         return "text"
     if name.endswith(".bin"):
@@ -300,7 +300,7 @@ def _parse_text_batch(
         # NumPy signals an unparsable token with a DeprecationWarning (later a ValueError).
         warnings.simplefilter("error", DeprecationWarning)
         try:
-            flat = np.fromstring(" ".join(rests), dtype=np.float64, sep=" ")  # noqa: NPY201
+            flat = np.fromstring(" ".join(rests), dtype=np.float64, sep=" ")
         except (DeprecationWarning, ValueError):
             flat = None
     keep = np.ones(n, dtype=bool)

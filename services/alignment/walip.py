@@ -18,15 +18,16 @@ q/k schedule (with k > 1 the mean over several candidates would not be comparabl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from services.alignment.procrustes import procrustes, robust_procrustes
 from services.errors import InvalidInput
 
-__all__ = ["csls_match", "walip_refine", "WalipResult", "DEFAULT_Q_SCHEDULE", "DEFAULT_K_SCHEDULE"]
+__all__ = ["DEFAULT_K_SCHEDULE", "DEFAULT_Q_SCHEDULE", "WalipResult", "csls_match", "walip_refine"]
 
 DEFAULT_Q_SCHEDULE = (0.5, 0.5, 0.3, 0.1)
 DEFAULT_K_SCHEDULE = (10, 5, 3, 1)
@@ -183,7 +184,7 @@ def walip_refine(
         diff = XW - Yv[match["top1"]]
         loss = float(np.mean(np.einsum("nd,nd->n", diff, diff)))
         losses.append(loss)
-        record = {"iteration": it + 1, "loss": loss, "pairs_fit": int(len(pairs)), "pairs_next": int(len(match["pairs"])),
+        record = {"iteration": it + 1, "loss": loss, "pairs_fit": len(pairs), "pairs_next": len(match["pairs"]),
                   "q": q, "k": k, "threshold": float(match["threshold"]), "threshold_mode": match["threshold_mode"]}
         history.append(record)
         if progress is not None:

@@ -3,9 +3,19 @@
 import numpy as np
 import pytest
 
-from services.alignment.procrustes import kabsch, orthogonality_error, procrustes, robust_procrustes
+from services.alignment.procrustes import (
+    kabsch,
+    orthogonality_error,
+    procrustes,
+    robust_procrustes,
+)
 from services.errors import InvalidInput
-from tests.services.alignment.align_fixtures import nn_accuracy, planted_world, random_rotation, unit
+from tests.services.alignment.align_fixtures import (
+    nn_accuracy,
+    planted_world,
+    random_rotation,
+    unit,
+)
 
 
 def test_procrustes_recovers_noiseless_rotation_exactly():

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.alignment.retrieval import csls_topk, knn_mean_similarity, mutual_nn, nn_topk
+from services.alignment.retrieval import (
+    csls_topk,
+    knn_mean_similarity,
+    mutual_nn,
+    nn_topk,
+)
 from services.errors import InvalidInput
 
 BACKENDS = ["faiss", "numpy", "torch"]
@@ -77,7 +82,7 @@ def test_csls_differs_from_nn_on_a_hub():
 
 def test_k_larger_than_targets_and_errors(spaces):
     Q, T = spaces
-    scores, idx = nn_topk(Q[:3], T[:4], 10)
+    _, idx = nn_topk(Q[:3], T[:4], 10)
     assert idx.shape == (3, 4) and sorted(idx[0].tolist()) == [0, 1, 2, 3]
     with pytest.raises(InvalidInput, match="dimension mismatch"):
         nn_topk(Q, T[:, :5], 3)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.alignment.vectors import VectorFileError, WordVectors, load_vectors, normalize, save_vectors
+from services.alignment.vectors import (
+    VectorFileError,
+    WordVectors,
+    load_vectors,
+    normalize,
+    save_vectors,
+)
 from services.errors import InvalidInput
 
 

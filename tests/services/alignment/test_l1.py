@@ -1,0 +1,153 @@
+"""L1 refinement (methods.md, "L1 refinement"): monotone loss, orthogonality, tangent projection, stopping rules."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from services.alignment.l1 import holdout_split, l1_loss, l1_refine, tangent_projection
+from services.alignment.procrustes import orthogonality_error
+from services.errors import InvalidInput
+from tests.services.alignment.align_fixtures import random_rotation
+
+
+def _noisy_pairs(n=600, d=12, noise=0.3, seed=1):
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((n, d))
+    A /= np.linalg.norm(A, axis=1, keepdims=True)
+    return A, A + noise * rng.standard_normal((n, d)) / np.sqrt(d)
+
+
+def _plane_rotation(d, theta):
+    R = np.eye(d)
+    R[:2, :2] = [[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]]
+    return R
+
+
+def _angle(M):
+    return float(np.arctan2(M[1, 0], M[0, 0]))
+
+
+def test_tangent_projection_lands_in_the_tangent_space():
+    rng = np.random.default_rng(0)
+    d = 7
+    M = random_rotation(d, rng)
+    G = rng.standard_normal((d, d))
+    P = tangent_projection(M, G)
+    S = M.T @ P
+    np.testing.assert_allclose(S, -S.T, atol=1e-12)  # Mᵀπ(G) skew-symmetric: π(G) ∈ T_M O(d)
+    np.testing.assert_allclose(tangent_projection(M, P), P, atol=1e-12)  # a projection: idempotent
+    Sym = rng.standard_normal((d, d))
+    np.testing.assert_allclose(tangent_projection(M, M @ (Sym + Sym.T)), 0, atol=1e-12)  # normal space ↦ 0
+    assert np.abs(P - G).max() > 1e-3  # it did project something away
+
+
+def test_faithful_flow_never_raises_the_loss_and_stays_orthogonal():
+    A, B = _noisy_pairs(n=1000, d=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = l1_refine(A, B, mode="faithful", max_steps=40)
+    assert res.steps == 40 and res.stop_reason == "max_steps"
+    assert np.all(np.diff(res.history) <= 0)
+    assert res.loss_final <= res.loss_initial
+    assert res.loss_final == pytest.approx(l1_loss(A, B, res.M))
+    assert res.orthogonality_error <= 1e-5
+
+
+def test_faithful_flow_stops_on_orthogonality_drift_and_keeps_the_last_accepted_m():
+    # The tangent flow leaves O(d) slowly (integration error); with a tight bound the drift rule ends it.
+    A, B = _noisy_pairs(n=2000, d=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = l1_refine(A, B, mode="faithful", max_orth_error=1e-8, max_steps=300)
+    assert res.stop_reason == "orthogonality_drift"
+    assert 1 < res.steps < 300
+    assert res.orthogonality_error <= 1e-8  # the drifted M was rejected
+    assert res.loss_final < res.loss_initial
+    assert len(res.history) == res.steps + 1
+    assert res.loss_final == pytest.approx(res.history[-1])
+
+
+def test_pure_minimisation_never_raises_the_loss_and_keeps_m_orthogonal():
+    A, B = _noisy_pairs(d=16, seed=2)
+    res = l1_refine(A, B, holdout=0.0, max_steps=300)
+    assert res.n_holdout == 0 and res.n_fit == len(A) and res.holdout_history == []
+    assert res.loss_final < 0.995 * res.loss_initial
+    assert res.loss_final == min(res.history)  # the best M on the (whole) fit set is returned
+    assert res.fit_loss_final == pytest.approx(res.loss_final)
+    assert orthogonality_error(res.M) < 1e-5
+    np.testing.assert_allclose(res.M.T @ res.M, np.eye(A.shape[1]), atol=1e-5)
+
+
+def test_pure_minimisation_recovers_a_planted_rotation():
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((300, 8))
+    R = _plane_rotation(8, 0.4)
+    res = l1_refine(A, A @ R, holdout=0.0)
+    assert res.stop_reason in ("converged", "stationary")
+    assert _angle(res.M) == pytest.approx(0.4, abs=1e-3)
+    assert res.loss_final < 1e-2 * res.loss_initial
+
+
+def test_holdout_split_is_deterministic_disjoint_and_sized():
+    fit, held = holdout_split(100, 0.2, seed=7)
+    fit2, held2 = holdout_split(100, 0.2, seed=7)
+    np.testing.assert_array_equal(held, held2)
+    np.testing.assert_array_equal(fit, fit2)
+    assert len(held) == 20 and len(fit) == 80
+    assert sorted(np.concatenate([fit, held]).tolist()) == list(range(100))
+    assert not np.array_equal(holdout_split(100, 0.2, seed=8)[1], held)
+    assert len(holdout_split(3, 0.0)[1]) == 0
+    assert len(holdout_split(1, 0.5)[0]) == 1  # the fit set is never empty
+    with pytest.raises(InvalidInput):
+        holdout_split(10, 1.0)
+
+
+def test_early_stopping_keeps_the_best_held_out_step():
+    # Fit rows follow a 0.6 rad rotation, held-out rows only 0.3 rad: descending on the fit rows the
+    # held-out loss falls, bottoms out near 0.3 rad, then rises — the run must stop early and keep that M.
+    rng = np.random.default_rng(0)
+    n, d = 250, 6
+    A = rng.standard_normal((n, d))
+    A /= np.linalg.norm(A, axis=1, keepdims=True)
+    _, held = holdout_split(n, 0.2, seed=0)
+    B = A @ _plane_rotation(d, 0.6)
+    B[held] = A[held] @ _plane_rotation(d, 0.3)
+    res = l1_refine(A, B, patience=5)  # default: holdout=0.2, holdout_seed=0
+    assert res.n_holdout == len(held) == 50
+    assert res.stop_reason == "early_stopping"
+    assert 0 < res.best_step < res.steps == res.best_step + 5
+    assert res.holdout_loss_final == pytest.approx(min(res.holdout_history))
+    assert res.holdout_loss_final < res.holdout_loss_initial
+    assert res.holdout_history[-1] > res.holdout_loss_final  # it had got worse by the time it stopped
+    assert 0.1 < _angle(res.M) < 0.45  # near the held-out optimum, not the fit optimum 0.6
+    assert orthogonality_error(res.M) < 1e-5
+    # Pure minimisation on the same data goes all the way to the fit rows' rotation.
+    full = l1_refine(A, B, holdout=0.0)
+    assert abs(_angle(full.M) - 0.6) < abs(_angle(res.M) - 0.6)
+
+
+def test_early_stopping_returns_identity_when_every_step_hurts_the_holdout():
+    rng = np.random.default_rng(4)
+    n, d = 200, 5
+    A = rng.standard_normal((n, d))
+    _, held = holdout_split(n, 0.25, seed=3)
+    B = A @ _plane_rotation(d, 0.5)
+    B[held] = A[held]  # held-out rows are already aligned at M = I
+    res = l1_refine(A, B, holdout=0.25, holdout_seed=3, patience=4)
+    assert res.stop_reason == "early_stopping" and res.best_step == 0 and res.steps == 4
+    np.testing.assert_allclose(res.M, np.eye(d))
+    assert res.holdout_loss_final == pytest.approx(0.0, abs=1e-9)
+    assert res.fit_loss_final == pytest.approx(res.fit_loss_initial)
+
+
+def test_bad_arguments_are_rejected():
+    A, B = _noisy_pairs(n=20, d=4)
+    with pytest.raises(InvalidInput, match="mode"):
+        l1_refine(A, B, mode="fast")
+    with pytest.raises(InvalidInput, match="patience"):
+        l1_refine(A, B, patience=0)
+    with pytest.raises(InvalidInput, match="holdout"):
+        l1_refine(A, B, holdout=1.5)
+    with pytest.raises(InvalidInput):
+        l1_refine(A, B[:, :3])
