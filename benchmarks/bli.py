@@ -1,7 +1,8 @@
 """BLI benchmark of the alignment engine (issue 3) on ../shared/data: static en/fr/de vectors, MUSE splits.
 
 For each pair (en→fr, en→de), over the 50k-word vocabularies normalised ``unit,center,unit``:
-supervised Procrustes and Procrustes+InstaMap on the MUSE 0-5000 train split; unsupervised WALIP
+supervised Procrustes, Procrustes+InstaMap, the multi-step framework of VecMap ``--supervised``
+(``vecmap``) and VecMap+InstaMap on the MUSE 0-5000 train split; unsupervised WALIP
 step 2 seeded by identical strings, with robust (paper) and plain Procrustes; InstaMap alone on the
 train split; then L1 refinement on top of each of those, in the paper-faithful flow and in the
 exactly-orthogonal Cayley mode, the latter twice: with held-out early stopping (its default: 80/20
@@ -115,6 +116,9 @@ def main() -> None:
     ap.add_argument("--l1-holdout", type=float, default=0.2,
                     help="held-out fraction of the L1 dictionary for the early-stopping row (default 0.2)")
     ap.add_argument("--l1-patience", type=int, default=10, help="early-stopping patience in steps (default 10)")
+    ap.add_argument("--methods", default=None,
+                    help="subset of base rows: procrustes, procrustes+instamap, vecmap, vecmap+instamap, instamap, "
+                         "walip, walip-plain (default: all)")
     args = ap.parse_args()
 
     vectors_dir = shared_path("vectors")
@@ -147,10 +151,15 @@ def main() -> None:
         bases = [
             ("procrustes (sup.)", "procrustes", train, {}),
             ("procrustes+instamap (sup.)", "procrustes+instamap", train, {}),
+            ("vecmap (sup.)", "vecmap", train, {}),
+            ("vecmap+instamap (sup.)", "vecmap+instamap", train, {}),
             ("instamap (sup.)", "instamap", train, {}),
             ("walip identical, robust", "walip", None, {"robust": True}),
             ("walip identical, plain", "walip", None, {"robust": False}),
         ]
+        if args.methods:
+            wanted = set(args.methods.split(","))
+            bases = [b for b in bases if b[1] + ("" if b[3].get("robust", True) else "-plain") in wanted]
         for label, method, seeds, options in bases:
             try:
                 (row, mapped), rss = _run_in_child(_fit_row, src, tgt, method, seeds, options, test, n_oov)

@@ -1,6 +1,6 @@
 """A saved alignment: a pipeline of stages applied to source (and target) vectors (issue 3, contract "mapping.py").
 
-Stages: ``LinearStage`` (x ↦ x W) and ``InstaMapStage`` (methods.md, "InstaMap": per iteration an optional
+Stages: ``LinearStage`` (x ↦ x W), ``TwoSidedLinearStage`` (x ↦ x Wx, y ↦ y Wz) and ``InstaMapStage`` (methods.md, "InstaMap": per iteration an optional
 centred projection of each space, a Kabsch rotation of the source, and the cosine-weighted shift of every
 vector by the translation vectors of its K nearest dictionary entries). InstaMap is non-parametric: its
 stage stores the dictionary vectors and translation vectors of every iteration, so new source words are
@@ -24,7 +24,7 @@ import numpy as np
 
 from services.errors import InvalidInput
 
-__all__ = ["FORMAT_VERSION", "InstaMapIteration", "InstaMapStage", "LinearStage", "Mapping", "instamap_shift"]
+__all__ = ["FORMAT_VERSION", "InstaMapIteration", "InstaMapStage", "LinearStage", "Mapping", "TwoSidedLinearStage", "instamap_shift"]
 
 FORMAT_VERSION = 1
 _FORMAT_KEY = "vislex_mapping_format"
@@ -83,6 +83,32 @@ class LinearStage:
     @classmethod
     def from_saved(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> LinearStage:
         return cls(arrays["W"])
+
+
+@dataclass
+class TwoSidedLinearStage:
+    """x ↦ unit(x Wx), y ↦ unit(y Wz): a mapping that moves both spaces (multi-step framework, VecMap)."""
+
+    Wx: np.ndarray
+    Wz: np.ndarray
+    kind: str = field(default="linear2", init=False)
+
+    def transform_source(self, X: np.ndarray) -> np.ndarray:
+        # Unit rows: later stages (L1, InstaMap) and retrieval all work on cosines.
+        return _unit((np.asarray(X, np.float32) @ self.Wx.astype(np.float32)).astype(np.float32))
+
+    def transform_target(self, Y: np.ndarray) -> np.ndarray:
+        return _unit((np.asarray(Y, np.float32) @ self.Wz.astype(np.float32)).astype(np.float32))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"Wx": np.asarray(self.Wx, np.float64), "Wz": np.asarray(self.Wz, np.float64)}
+
+    def meta(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_saved(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> TwoSidedLinearStage:
+        return cls(arrays["Wx"], arrays["Wz"])
 
 
 @dataclass
@@ -163,13 +189,15 @@ class InstaMapStage:
                    renormalize=bool(meta["renormalize"]), clip_negative=bool(meta["clip_negative"]))
 
 
-_STAGE_TYPES = {"linear": LinearStage, "instamap": InstaMapStage}
+_STAGE_TYPES = {"linear": LinearStage, "linear2": TwoSidedLinearStage, "instamap": InstaMapStage}
 _REQUIRED_META = ("method", "stages")
 
 
 def _stage_required_arrays(stage: Any) -> list[Any]:
     if stage.kind == "linear":
         return [stage.W]
+    if stage.kind == "linear2":
+        return [stage.Wx, stage.Wz]
     return [getattr(it, name) for it in stage.iterations for name in ("W_R", "src_anchors", "tgt_anchors", "deltas")]
 
 
@@ -209,6 +237,8 @@ class Mapping:
     @property
     def dim(self) -> int:
         first = self.stages[0]
+        if first.kind == "linear2":
+            return int(first.Wx.shape[0])
         return int(first.W.shape[0]) if first.kind == "linear" else int(
             (first.iterations[0].src_proj if first.iterations[0].src_proj is not None else first.iterations[0].W_R).shape[0])
 

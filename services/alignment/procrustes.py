@@ -10,7 +10,7 @@ import numpy as np
 
 from services.errors import InvalidInput
 
-__all__ = ["kabsch", "orthogonality_error", "procrustes", "robust_procrustes"]
+__all__ = ["kabsch", "multistep_mapping", "orthogonality_error", "procrustes", "robust_procrustes", "whitening"]
 
 
 def _check_aligned(A: np.ndarray, B: np.ndarray) -> None:
@@ -78,6 +78,48 @@ def robust_procrustes(
             Aw, Bw = D * Aw, D * Bw
             W = procrustes(Aw, Bw)
     return W, weights
+
+
+def whitening(A: np.ndarray) -> np.ndarray:
+    """(AᵀA)^(-1/2) from the SVD of A (k × d, k ≥ d): rows of A W have identity covariance."""
+    A = np.asarray(A, np.float64)
+    _, s, Vt = np.linalg.svd(A, full_matrices=False)
+    if A.shape[0] < A.shape[1] or s.min() <= 1e-10 * s.max():
+        raise InvalidInput("whitening needs a full-rank seed matrix: fewer independent seed pairs than dimensions")
+    return (Vt.T / s) @ Vt
+
+
+def multistep_mapping(
+    A: np.ndarray, B: np.ndarray, *, src_reweight: float = 0.5, tgt_reweight: float = 0.5,
+    src_dewhiten: str | None = "src", tgt_dewhiten: str | None = "tgt",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Supervised multi-step framework of Artetxe, Labaka & Agirre (AAAI 2018; VecMap ``--supervised``).
+
+    Not one of the five methods of methods.md: the strongest classic supervised baseline, kept so the
+    refiners (L1, InstaMap) can start from it, as the L1 paper does (methods.md, "L1 refinement":
+    the reference was measured on VecMap-supervised vectors). On the seed rows A (source) and B (target):
+    (1) whitening W₁ = (AᵀA)^(-1/2), Z₁ = (BᵀB)^(-1/2); (2) orthogonal mapping U Σ Vᵀ = SVD((A W₁)ᵀ B Z₁),
+    source by U, target by V; (3) re-weighting by Σ^src_reweight and Σ^tgt_reweight; (4) de-whitening
+    by Uᵀ W₁⁻¹ U (``"src"``) or Vᵀ Z₁⁻¹ V (``"tgt"``) on each side (``None``: none). VecMap's supervised
+    defaults are the defaults here. Returns (Wx, Wz): both spaces move, x ↦ x Wx and y ↦ y Wz.
+    """
+    _check_aligned(A, B)
+    A = np.asarray(A, np.float64)
+    B = np.asarray(B, np.float64)
+    Wx1, Wz1 = whitening(A), whitening(B)
+    U, sigma, Vt = np.linalg.svd((A @ Wx1).T @ (B @ Wz1))
+    V = Vt.T
+    dewhiten = {"src": U.T @ np.linalg.inv(Wx1) @ U, "tgt": V.T @ np.linalg.inv(Wz1) @ V, None: None}
+    for name, value in (("src_dewhiten", src_dewhiten), ("tgt_dewhiten", tgt_dewhiten)):
+        if value not in dewhiten:
+            raise InvalidInput(f"{name} must be 'src', 'tgt' or None, got {value!r}", detail={"field": name})
+    Wx = Wx1 @ U * sigma ** float(src_reweight)
+    Wz = Wz1 @ V * sigma ** float(tgt_reweight)
+    if src_dewhiten is not None:
+        Wx = Wx @ dewhiten[src_dewhiten]
+    if tgt_dewhiten is not None:
+        Wz = Wz @ dewhiten[tgt_dewhiten]
+    return Wx, Wz
 
 
 def orthogonality_error(W: np.ndarray) -> float:

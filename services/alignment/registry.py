@@ -77,6 +77,17 @@ def _fit_kabsch(X, Y, seeds, opts, progress) -> StageFit:
     return StageFit([LinearStage(W)], None, stats={"pairs": len(seeds)}, pairs_used=len(seeds))
 
 
+def _fit_multistep(X, Y, seeds, opts, progress) -> StageFit:
+    from services.alignment.mapping import TwoSidedLinearStage
+    from services.alignment.procrustes import multistep_mapping
+
+    seeds = _require_seeds("vecmap", seeds)
+    Wx, Wz = multistep_mapping(X[seeds[:, 0]], Y[seeds[:, 1]], src_reweight=float(opts["src_reweight"]),
+                               tgt_reweight=float(opts["tgt_reweight"]), src_dewhiten=opts["src_dewhiten"],
+                               tgt_dewhiten=opts["tgt_dewhiten"])
+    return StageFit([TwoSidedLinearStage(Wx, Wz)], None, stats={"pairs": len(seeds)}, pairs_used=len(seeds))
+
+
 def _fit_robust_procrustes(X, Y, seeds, opts, progress) -> StageFit:
     from services.alignment.procrustes import robust_procrustes
 
@@ -133,6 +144,10 @@ def _fit_l1(X, Y, seeds, opts, progress) -> StageFit:
 ALIGNERS: dict[str, Aligner] = {
     "procrustes": Aligner("procrustes", _fit_procrustes, {}, description="orthogonal Procrustes on the seed pairs"),
     "kabsch": Aligner("kabsch", _fit_kabsch, {}, description="proper rotation (Kabsch) on the seed pairs"),
+    "vecmap": Aligner("vecmap", _fit_multistep, {"src_reweight": 0.5, "tgt_reweight": 0.5, "src_dewhiten": "src",
+                                                 "tgt_dewhiten": "tgt"},
+                      description="supervised multi-step framework (Artetxe et al. 2018: whiten, orthogonal map, "
+                                  "re-weight, de-whiten), as VecMap --supervised"),
     "robust-procrustes": Aligner("robust-procrustes", _fit_robust_procrustes, {"n_inner": 5, "eps": 1e-3, "variant": "paper"},
                                  description="WALIP Algorithm 1: error-weighted Procrustes"),
     "walip": Aligner("walip", _fit_walip, {

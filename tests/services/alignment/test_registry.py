@@ -122,3 +122,17 @@ def test_load_rejects_missing_keys_and_arrays(world, tmp_path):
     bad_json = dict(arrays, meta=np.array("{not json"))
     with pytest.raises(InvalidInput, match="metadata"):
         Mapping.load(_write_npz(tmp_path / "badjson.npz", **bad_json))
+
+
+def test_vecmap_plus_l1_moves_both_spaces_and_round_trips(world, tmp_path):
+    train = world.gold[:150]
+    res = align(world.src, world.tgt, "vecmap+l1", seed_pairs=train)
+    m = res.mapping
+    assert [s.kind for s in m.stages] == ["linear2", "linear"]
+    Xm, Ym = m.transform_source(world.src.vectors), m.transform_target(world.tgt.vectors)
+    assert not np.allclose(Ym, world.tgt.vectors)  # the target side moves too
+    np.testing.assert_allclose(np.linalg.norm(Ym, axis=1), 1.0, atol=1e-5)
+    assert nn_accuracy(Xm, Ym, world.gold[150:]) > 0.9
+    loaded = Mapping.load(m.save(tmp_path / "v.npz"))
+    assert loaded.version == m.version and loaded.dim == world.src.vectors.shape[1]
+    np.testing.assert_array_equal(loaded.transform_target(world.tgt.vectors), Ym)
