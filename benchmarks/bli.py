@@ -22,39 +22,15 @@ VecMap --supervised 34.7 / 37.7 (P@1 NN / CSLS, en→fr); the authors' L1 code o
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import time
-import traceback
 
 import numpy as np
 
 # benchmarks/common.py also puts the repository root on sys.path.
-from common import peak_rss_mb, print_table, shared_path, write_results
+from common import print_table, run_in_child, shared_path, write_results
 
 NORMALIZE = "unit,center,unit"
 
-
-def _run_in_child(fn, *args):
-    """Run fn(*args) in a forked process; returns (result, child's peak RSS in MiB)."""
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-
-    def target():
-        try:
-            out = fn(*args)
-            child.send(("ok", out, peak_rss_mb()))
-        except BaseException:  # noqa: BLE001 - reported to the parent as a failed row
-            child.send(("error", traceback.format_exc(limit=3), peak_rss_mb()))
-        finally:
-            child.close()
-
-    proc = ctx.Process(target=target)
-    proc.start()
-    status, payload, rss = parent.recv()
-    proc.join()
-    if status != "ok":
-        raise RuntimeError(payload)
-    return payload, rss
 
 
 def _scores(XW, YT, test, n_oov):
@@ -162,7 +138,7 @@ def main() -> None:
             bases = [b for b in bases if b[1] + ("" if b[3].get("robust", True) else "-plain") in wanted]
         for label, method, seeds, options in bases:
             try:
-                (row, mapped), rss = _run_in_child(_fit_row, src, tgt, method, seeds, options, test, n_oov)
+                (row, mapped), rss = run_in_child(_fit_row, src, tgt, method, seeds, options, test, n_oov)
             except RuntimeError as exc:
                 print(f"{pair} {label}: failed\n{exc}")
                 continue
@@ -170,7 +146,7 @@ def main() -> None:
             _show(rows[-1])
             for mode, l1_options in _l1_variants(args):
                 try:
-                    l1, rss = _run_in_child(_l1_row, src.words, tgt.words, mapped[0], mapped[1], l1_options, test, n_oov,
+                    l1, rss = run_in_child(_l1_row, src.words, tgt.words, mapped[0], mapped[1], l1_options, test, n_oov,
                                             args.l1_max_seconds)
                 except RuntimeError as exc:
                     print(f"{pair} {label} + l1 {mode}: failed\n{exc}")

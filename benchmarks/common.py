@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import resource
 import sys
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,3 +51,30 @@ def write_results(name: str, payload: dict) -> Path:
     out.write_text(json.dumps(payload, indent=2, default=str))
     print(f"wrote {out}")
     return out
+
+
+def run_in_child(fn, *args):
+    """Run fn(*args) in a forked process: (its result, the child's own peak RSS in MiB).
+
+    A benchmark row in its own process measures its own peak memory, not the largest row so far.
+    An exception in the child is raised here as RuntimeError carrying its traceback.
+    """
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+
+    def target():
+        try:
+            out = fn(*args)
+            child.send(("ok", out, peak_rss_mb()))
+        except BaseException:  # noqa: BLE001 - reported to the parent
+            child.send(("error", traceback.format_exc(limit=6), peak_rss_mb()))
+        finally:
+            child.close()
+
+    proc = ctx.Process(target=target)
+    proc.start()
+    status, payload, rss = parent.recv()
+    proc.join()
+    if status != "ok":
+        raise RuntimeError(payload)
+    return payload, rss

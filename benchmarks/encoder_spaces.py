@@ -19,7 +19,6 @@ import json
 import time
 
 import numpy as np
-
 from common import RESULTS, SHARED_DATA  # noqa: E402  (sets sys.path)
 
 MUSE = SHARED_DATA / "dictionaries" / "muse"

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from common import RESULTS as RESULTS_DIR, SHARED_DATA, peak_rss_mb  # noqa: E402  (sets sys.path)
+from common import RESULTS as RESULTS_DIR  # noqa: E402  (sets sys.path)
+from common import SHARED_DATA, peak_rss_mb
 
 import models.torchvision_compat  # noqa: E402,F401  (before open_clip)
 

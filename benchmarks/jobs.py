@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import RESULTS, ROOT  # noqa: E402  (sets sys.path)
 
 

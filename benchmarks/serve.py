@@ -32,8 +32,8 @@ from urllib.parse import urlencode
 import httpx
 import numpy as np
 import psutil
-
-from common import RESULTS, ROOT, SHARED_DATA as DATA  # noqa: E402  (sets sys.path)
+from common import RESULTS, ROOT  # noqa: E402  (sets sys.path)
+from common import SHARED_DATA as DATA
 
 
 def fit_mapping(out: Path) -> tuple[str, str]:

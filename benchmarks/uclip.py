@@ -38,16 +38,13 @@ from __future__ import annotations
 
 import argparse
 import io
-import multiprocessing as mp
 import shutil
 import tempfile
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
-
-from common import peak_rss_mb, print_table, shared_path, write_results  # noqa: I001  (sets sys.path)
+from common import print_table, run_in_child, shared_path, write_results  # noqa: I001  (sets sys.path)
 
 FULL = {"image_bank": 10_000, "text_bank": 50_000, "steps": 20, "warmup": 3,
         "images": 1000, "upload_batch": 64, "gallery": 100_000, "build_batch": 10_000, "queries": 500}
@@ -59,28 +56,6 @@ CLIP_MODEL = "ViT-B-32"
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-def _run_in_child(fn, *args):
-    """Run fn(*args) in a forked process; returns (result, the child's peak RSS in MiB)."""
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-
-    def target():
-        try:
-            out = fn(*args)
-            child.send(("ok", out, peak_rss_mb()))
-        except BaseException:  # noqa: BLE001 - reported to the parent
-            child.send(("error", traceback.format_exc(limit=6), peak_rss_mb()))
-        finally:
-            child.close()
-
-    proc = ctx.Process(target=target)
-    proc.start()
-    status, payload, rss = parent.recv()
-    proc.join()
-    if status != "ok":
-        raise RuntimeError(payload)
-    return payload, rss
-
 
 def _threads(n: int | None) -> int:
     import torch
@@ -139,9 +114,9 @@ class _NoImageClip:
 # part 0: the default dimensions, read from the code
 # ---------------------------------------------------------------------------------------------
 def default_dims() -> dict:
-    import models.torchvision_compat  # noqa: F401  (before open_clip)
     import open_clip
 
+    import models.torchvision_compat  # noqa: F401  (before open_clip)
     from models.uclip import HeadsConfig, TrainConfig
 
     enc, note = _text_encoder()
@@ -155,7 +130,13 @@ def default_dims() -> dict:
 # part 1: training steps
 # ---------------------------------------------------------------------------------------------
 def train_steps(dims: dict, sizes: dict, precompute: bool, threads: int | None, save_to: str | None) -> dict:
-    from models.uclip import HeadsConfig, TrainConfig, UclipHeads, save_heads, train_heads
+    from models.uclip import (
+        HeadsConfig,
+        TrainConfig,
+        UclipHeads,
+        save_heads,
+        train_heads,
+    )
 
     n_threads = _threads(threads)
     rng = np.random.default_rng(0)
@@ -347,7 +328,7 @@ def main() -> None:
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="vislex-bench-uclip-"))
     try:
-        dims, _ = _run_in_child(default_dims)
+        dims, _ = run_in_child(default_dims)
         print(f"uCLIP benchmark ({'quick' if args.quick else 'full'}): CLIP {dims['clip_model']} {dims['clip_dim']}-d, "
               f"text encoder {dims['text_encoder']} {dims['text_dim']}-d (the defaults), CPU")
         if dims["text_encoder_note"]:
@@ -360,7 +341,7 @@ def main() -> None:
         for threads in (args.threads, 1):
             for precompute in (True, False):
                 save = checkpoint if precompute and not train_rows else None
-                row, rss = _run_in_child(train_steps, dims, sizes, precompute, threads, save)
+                row, rss = run_in_child(train_steps, dims, sizes, precompute, threads, save)
                 row["peak_rss_mb"] = rss
                 train_rows.append(row)
             if train_rows[0]["torch_threads"] == 1:
@@ -384,7 +365,7 @@ def main() -> None:
                   f"before the first step (scales with the number of query texts)")
 
         # ---- part 2 ----
-        ins, rss = _run_in_child(gallery_insert, dims, sizes, checkpoint, str(tmp / "insert"), args.threads)
+        ins, rss = run_in_child(gallery_insert, dims, sizes, checkpoint, str(tmp / "insert"), args.threads)
         ins["peak_rss_mb"] = rss
         n = ins["images"]
         print(f"\n2. Gallery insert (RetrievalService.add_images, batches of {ins['upload_batch']}, uCLIP heads "
@@ -401,7 +382,7 @@ def main() -> None:
         print(f"   peak RSS of part 2: {rss:.0f} MB")
 
         # ---- part 3 ----
-        se, rss = _run_in_child(gallery_search, dims, sizes, checkpoint, str(tmp / "search"), args.threads, args.k)
+        se, rss = run_in_child(gallery_search, dims, sizes, checkpoint, str(tmp / "search"), args.threads, args.k)
         se["peak_rss_mb"] = rss
         print(f"\n3. Gallery search ({se['gallery']:,} vectors, {se['dim']}-d, FAISS {se['index']}, k={se['k']}, "
               f"uCLIP heads {'active' if se['heads_active'] else 'NOT active'}, text encoder {se['text_encoder']}); "

@@ -13,7 +13,6 @@ hash of the inputs, so re-training with other hyper-parameters does not re-encod
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import time
@@ -255,19 +254,8 @@ def list_checkpoints(data_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def dump_result(result: dict[str, Any]) -> str:
     """The result (without the per-epoch history) as one line of strict JSON (the CLI's last line)."""
-    return json.dumps(_finite({k: v for k, v in result.items() if k != "history"}), ensure_ascii=False,
-                      default=str, allow_nan=False)
+    from services.strict_json import dumps
+
+    return dumps({k: v for k, v in result.items() if k != "history"})

@@ -58,38 +58,11 @@ def _cli_errors(func: Callable) -> Callable:
     return wrapper
 
 
-def _finite_json(value: Any) -> Any:
-    """NaN/inf -> None, recursively (strict JSON: other tools parse this line)."""
-    import math
-
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_json(v) for v in value]
-    return value
-
-
 def _print_result(payload: dict[str, Any]) -> None:
     sys.stdout.flush()
-    typer.echo(json.dumps(_finite_json(payload), ensure_ascii=False, default=_json_default, allow_nan=False))
+    from services.strict_json import dumps
 
-
-def _json_default(value: Any):
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    typer.echo(dumps(payload))
 
 
 def parse_options(items: list[str]) -> dict[str, Any]:

@@ -173,7 +173,6 @@ def register(app: typer.Typer) -> None:
         from services.retrieval.service import read_pointer
         from services.retrieval.training import (
             EmbeddingCache,
-            _finite,
             encode_images_cached,
         )
 
@@ -232,7 +231,9 @@ def register(app: typer.Typer) -> None:
             json_out.parent.mkdir(parents=True, exist_ok=True)
             json_out.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
         sys.stdout.flush()
-        typer.echo(json.dumps(_finite(report), ensure_ascii=False, default=str, allow_nan=False))
+        from services.strict_json import dumps
+
+        typer.echo(dumps(report))
 
     @uclip.command("heads")
     @_cli_errors

@@ -52,26 +52,11 @@ def _cli_errors(func: Callable) -> Callable:
     return wrapper
 
 
-def _finite(value: Any) -> Any:
-    """NaN/inf -> None, recursively: the printed lines are strict JSON (e.g. an undefined precision)."""
-    import math
-
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def _print_json(payload: dict[str, Any]) -> None:
     sys.stdout.flush()
-    typer.echo(json.dumps(_finite(payload), ensure_ascii=False, allow_nan=False))
+    from services.strict_json import dumps
+
+    typer.echo(dumps(payload))
 
 
 def _progress(stage: str, current: int, total: int, metrics: dict) -> None:

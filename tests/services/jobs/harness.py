@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -81,3 +82,39 @@ def wait_for(predicate, timeout: float, interval: float = 0.05, message: str = "
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}; last value: {last!r}")
+
+
+PLANTED_SEEDS = [[f"w{i}", f"m{i}"] for i in range(40)]  # planted_spaces' words: en w{i} <-> fr m{i}
+
+
+def planted_request(tag: str, **options) -> dict:
+    """A test_procrustes job on the planted en/fr spaces; ``tag`` makes its content address unique."""
+    return {"src": "en", "tgt": "fr", "method": "test_procrustes", "seed": "dictionary", "dictionary": PLANTED_SEEDS,
+            "options": {"tag": tag, **options}}
+
+
+@contextmanager
+def job_service(redis_url: str, db: int, tmp_path: Path, planted_spaces, *, heartbeat_s: float, **kwargs):
+    """A JobService on its own Redis database with a Celery app of its own (no broker pool shared with
+    another test's database), over the planted en/fr spaces; ``svc.url`` is that database's URL."""
+    from celery import Celery
+
+    from services.infra.redis import connect
+    from services.jobs.celery_app import configure
+    from services.jobs.service import JobService
+
+    url = jobs_redis_db_url(redis_url, db=db)
+    client = connect(url)
+    client.flushdb()
+    celery = configure(url, time_limit_s=60, app=Celery(f"vislex-test-db{db}"))
+    en_path, fr_path, *_ = planted_spaces
+    svc = JobService(client, artifacts_dir=tmp_path / "artifacts", uploads_dir=tmp_path / "uploads",
+                     normalize="unit,center,unit", max_vocab=None, time_limit_s=60, heartbeat_s=heartbeat_s,
+                     max_upload_bytes=1 << 20, configured_spaces={"en": str(en_path), "fr": str(fr_path)},
+                     celery=celery, **kwargs)
+    svc.url = url
+    try:
+        yield svc
+    finally:
+        svc.close()
+        client.flushdb()

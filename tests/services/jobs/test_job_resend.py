@@ -6,38 +6,24 @@ import pytest
 
 import tests.services.jobs.plugin_aligners  # noqa: F401  (the submitting side validates the test method)
 from services.errors import InvalidInput
-from services.jobs.service import JobService, celery_sender
-from tests.services.jobs.harness import WorkerProcess, jobs_redis_db_url, wait_for
+from services.jobs.service import celery_sender
+from tests.services.jobs.harness import (
+    WorkerProcess,
+    job_service,
+    planted_request,
+    wait_for,
+)
 
 HEARTBEAT_S = 0.3
-SEEDS = [[f"w{i}", f"m{i}"] for i in range(40)]
 
 
 @pytest.fixture()
 def service(redis_url, tmp_path, planted_spaces):
-    from celery import Celery
-
-    from services.infra.redis import connect
-    from services.jobs.celery_app import configure
-
-    url = jobs_redis_db_url(redis_url, db=12)
-    client = connect(url)
-    client.flushdb()
-    svc_celery = configure(url, time_limit_s=60, app=Celery("vislex-resend-test"))
-    en_path, fr_path, *_ = planted_spaces
-    svc = JobService(client, artifacts_dir=tmp_path / "artifacts", uploads_dir=tmp_path / "uploads",
-                     normalize="unit,center,unit", max_vocab=None, time_limit_s=60, heartbeat_s=HEARTBEAT_S,
-                     max_upload_bytes=1 << 20, configured_spaces={"en": str(en_path), "fr": str(fr_path)},
-                     celery=svc_celery, resend_grace_s=0.0)
-    svc.url = url
-    yield svc
-    svc.close()
-    client.flushdb()
+    with job_service(redis_url, 12, tmp_path, planted_spaces, heartbeat_s=HEARTBEAT_S, resend_grace_s=0.0) as svc:
+        yield svc
 
 
-def _request(tag: str, **options) -> dict:
-    return {"src": "en", "tgt": "fr", "method": "test_procrustes", "seed": "dictionary", "dictionary": SEEDS,
-            "options": {"tag": tag, **options}}
+_request = planted_request
 
 
 class FlakySender:
