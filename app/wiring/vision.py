@@ -17,6 +17,7 @@ from app.runtime import ComponentUnavailable, Runtime
 def build_vision(settings):
     """The VisionService described by ``settings`` (nothing loaded yet)."""
     from models.clip import ClipPool, ClipSpec, TowerSpec
+    from services.vision.config import effective_templates
     from services.vision.service import VisionService
 
     specs, reuse, towers = [], {}, {}
@@ -48,8 +49,10 @@ def build_vision(settings):
         if lang not in own and lang not in reuse and lang not in towers:
             reuse[lang] = "en"
     pool = ClipPool(specs=specs, reuse=reuse, towers=towers)
+    templates = effective_templates(settings.clip_templates) if settings.clip_templates else None
     return VisionService(pool, str(settings.images_dir) if settings.images_dir else None,
-                         cache_dir=str(settings.cache_dir), reference_size=settings.clip_reference_words)
+                         cache_dir=str(settings.cache_dir), templates=templates,
+                         reference_size=settings.clip_reference_words)
 
 
 def load(runtime: Runtime) -> None:

@@ -165,3 +165,14 @@ def test_tower_selected_from_settings_in_jobs_and_in_the_app(tiny_checkpoint, he
         fr = pool.for_language("fr")
         assert isinstance(fr.text, UclipTextTower) and fr.reused_from == "en"
         assert fr.text.encode_text(["un chien"]).shape == (1, 32)
+
+
+def test_app_vision_service_uses_the_configured_templates(tmp_path):
+    from app.settings import Settings
+    from app.wiring.vision import build_vision
+    from models.clip import default_prompts
+
+    settings = Settings(data_dir=tmp_path / "data", clip_templates={"fr": ["une image de {}."]})
+    templates = build_vision(settings).templates
+    assert templates["fr"] == ["une image de {}."] and templates["en"] == default_prompts()["en"]
+    assert build_vision(Settings(data_dir=tmp_path / "data")).templates is None  # shipped prompts
