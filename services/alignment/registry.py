@@ -103,7 +103,8 @@ def _fit_walip(X, Y, seeds, opts, progress) -> StageFit:
 
     seeds = _require_seeds("walip", seeds)
     res = walip_refine(X, Y, seeds, q_schedule=tuple(opts["q_schedule"]), k_schedule=tuple(opts["k_schedule"]),
-                       max_iter=int(opts["max_iter"]), patience=int(opts["patience"]), robust=bool(opts["robust"]),
+                       max_iter=int(opts["max_iter"]), patience=int(opts["patience"]), tol=float(opts["tol"]),
+                       robust=bool(opts["robust"]),
                        variant=opts["variant"], n_inner=int(opts["n_inner"]), eps=float(opts["eps"]),
                        max_vocab=opts["max_vocab"], knn=int(opts["knn"]), quantile_samples=int(opts["quantile_samples"]),
                        seed=int(opts["seed"]), progress=progress)
@@ -151,7 +152,8 @@ ALIGNERS: dict[str, Aligner] = {
     "robust-procrustes": Aligner("robust-procrustes", _fit_robust_procrustes, {"n_inner": 5, "eps": 1e-3, "variant": "paper"},
                                  description="WALIP Algorithm 1: error-weighted Procrustes"),
     "walip": Aligner("walip", _fit_walip, {
-        "q_schedule": [0.5, 0.5, 0.3, 0.1], "k_schedule": [10, 5, 3, 1], "max_iter": 40, "patience": 1, "robust": True,
+        "q_schedule": [0.5, 0.5, 0.3, 0.1], "k_schedule": [10, 5, 3, 1], "max_iter": 40, "patience": 1, "tol": 0.01,
+        "robust": True,
         "variant": "paper", "n_inner": 5, "eps": 1e-3, "max_vocab": 15000, "knn": 10, "quantile_samples": 1_000_000, "seed": 0,
     }, description="WALIP step 2: iterative robust Procrustes with CSLS matching"),
     "instamap": Aligner("instamap", _fit_instamap, {

@@ -136,7 +136,7 @@ def walip_refine(
     k_schedule: tuple[int, ...] = DEFAULT_K_SCHEDULE,
     max_iter: int = 40,
     patience: int = 1,
-    tol: float = 1e-4,
+    tol: float = 1e-2,
     robust: bool = True,
     variant: str = "paper",
     n_inner: int = 5,
@@ -154,7 +154,12 @@ def walip_refine(
     re-matches them (CSLS) against the first ``max_vocab`` targets with the current (q, k); the schedule
     steps to the next (q, k) after ``patience`` iterations without a validation-loss improvement larger
     than ``tol`` (relative) and the loop ends when the last stage stops improving or after ``max_iter``.
-    The W with the lowest validation loss is kept; the final dictionary is its k = 1, q = 0 matching.
+    The W with the lowest validation loss is kept (whether or not it beat the previous best by ``tol``);
+    the final dictionary is its k = 1, q = 0 matching.
+
+    ``tol`` (default 1 %) is ours: the paper only says "when the validation loss stops improving". With
+    1e-4, measured on en→fr (50k words, identical-string seeds), the loss kept shrinking by 0.1-0.5 % per
+    iteration at k = 10 and the schedule never left its first stage in 40 iterations.
     """
     if variant not in ("paper", "code"):
         raise InvalidInput(f"unknown WALIP variant {variant!r}; use 'paper' or 'code'")
@@ -189,8 +194,11 @@ def walip_refine(
         history.append(record)
         if progress is not None:
             progress("walip", it + 1, max_iter, dict(record))
-        if loss < best_loss * (1 - tol):
-            best_loss, best_W, best_it, stale = loss, W, it, 0
+        improved = loss < best_loss * (1 - tol)
+        if loss < best_loss:
+            best_loss, best_W, best_it = loss, W, it
+        if improved:
+            stale = 0
         else:
             stale += 1
             if stale >= patience:

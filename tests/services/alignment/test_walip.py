@@ -76,3 +76,13 @@ def test_invalid_inputs():
         walip_refine(w.src.vectors, w.tgt.vectors, np.zeros((0, 2), np.int64))
     with pytest.raises(InvalidInput):
         walip_refine(w.src.vectors, w.tgt.vectors, w.gold, variant="nope")
+
+
+def test_small_improvements_still_select_the_lowest_loss_and_the_schedule_advances(world):
+    """``tol`` only paces the q/k schedule: the kept W is the argmin of the validation loss, always."""
+    seeds = identical_pairs(world.src.words, world.tgt.words)
+    res = walip_refine(world.src.vectors, world.tgt.vectors, seeds, max_vocab=None, tol=0.5, max_iter=10)
+    assert res.best_iteration == int(np.argmin(res.validation_losses))
+    assert res.best_iteration > 0  # later iterations do lower the loss, by less than 50 % each
+    ks = [h["k"] for h in res.history]
+    assert ks[0] == 10 and ks[-1] < 10  # no 50 % improvement: the schedule steps every iteration
