@@ -45,6 +45,7 @@ class Settings(BaseSettings):
 
     # --- Redis and jobs ---
     redis_url: str | None = Field(None, description="external Redis; unset = embedded server under data_dir")
+    redis_embedded: bool = Field(False, description="set by `vislex serve`: redis_url is the embedded server it started")
     worker_concurrency: int = Field(1, ge=1)
     worker_queues: str = "light,heavy"
     job_time_limit_s: int = Field(3600, ge=1)

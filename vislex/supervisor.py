@@ -40,6 +40,7 @@ class Supervisor:
             self.redis = EmbeddedRedis(embedded_redis_dir(self.settings.data_dir))
             url = self.redis.start()
             self.env["VISLEX_REDIS_URL"] = url
+            self.env["VISLEX_REDIS_EMBEDDED"] = "1"  # the API reports it as embedded, not external
             self.worker = subprocess.Popen([sys.executable, "-m", "vislex.cli", "worker"], env=self.env,
                                            stdin=subprocess.DEVNULL, preexec_fn=_child_preexec)
             log.info("worker started", extra={"pid": self.worker.pid})

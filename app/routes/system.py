@@ -74,7 +74,8 @@ async def get_system(runtime: RuntimeDep) -> dict:
         "device": "cuda" if cuda else "cpu",
         "cuda_device": torch.cuda.get_device_name(0) if cuda else None,
         "uptime_s": round(time.time() - runtime.started_at, 1),
-        "redis": {"reachable": redis_ok, "embedded": runtime.embedded_redis is not None},
+        "redis": {"reachable": redis_ok, "embedded": runtime.embedded_redis is not None
+                  or runtime.settings.redis_embedded},
         "workers": workers,
         "components": {n: s.as_dict() for n, s in runtime.components.items()},
         "spaces": [],

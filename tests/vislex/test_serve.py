@@ -53,7 +53,8 @@ def test_serve_becomes_ready_and_stops_cleanly(tmp_path, planted_spaces, stop_si
             time.sleep(0.3)
         assert ready is not None and ready.status_code == 200, ready.text if ready else "no answer"
         system = httpx.get(f"http://127.0.0.1:{port}/v1/system", timeout=5).json()
-        assert system["redis"]["reachable"] is True
+        assert system["redis"]["reachable"] is True and system["redis"]["embedded"] is True
+        assert system["workers"] == 1  # the one worker `vislex serve` starts
         children = _descendants(proc.pid)
         assert len(children) >= 2  # redis-server and the worker (plus its pool)
         assert (tmp_path / "data" / "redis").is_dir()
