@@ -40,6 +40,41 @@ class TextTower(Protocol):
     def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray: ...
 
 
+def encode_text_trimmed(model: Any, tokens: Any) -> Any:
+    """``model.encode_text(tokens)``, computed only up to the last end-of-text position of the batch.
+
+    CLIP's text transformer is causal and pools the end-of-text token, so positions after it cannot
+    change the result: cutting the 77-token context to the batch's longest prompt (about 10-15 tokens
+    for the prompt templates) gives the same embeddings for a fraction of the compute. Models without
+    that structure (HF text towers, non-causal masks) take open_clip's own path.
+    """
+    import torch
+
+    pool = getattr(model, "text_pool_type", None)
+    mask = getattr(model, "attn_mask", None)
+    needed = ("token_embedding", "positional_embedding", "transformer", "ln_final")
+    if pool not in ("argmax", "eos") or mask is None or not all(hasattr(model, a) for a in needed):
+        return model.encode_text(tokens)
+    if pool == "argmax":
+        idx = tokens.argmax(dim=-1)
+    else:
+        eos = getattr(model, "text_eos_id", None)
+        if eos is None:
+            return model.encode_text(tokens)
+        idx = (tokens == eos).int().argmax(dim=-1)
+    length = int(idx.max()) + 1
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens[:, :length]).to(cast)
+    x = x + model.positional_embedding[:length].to(cast)
+    x = model.transformer(x, attn_mask=mask[:length, :length])
+    x = model.ln_final(x)
+    x = x[torch.arange(x.shape[0], device=x.device), idx]
+    proj = model.text_projection
+    if proj is not None:
+        x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
+    return x
+
+
 @dataclass(frozen=True)
 class ClipSpec:
     """Which CLIP to load and where: one open_clip model serving one or more languages.
@@ -239,7 +274,7 @@ class ClipEncoder:
         with self._lock, torch.inference_mode():
             for start in range(0, len(texts), batch_size):
                 tokens = self.tokenizer(texts[start:start + batch_size]).to(self.device)
-                emb = self.model.encode_text(tokens).float()
+                emb = encode_text_trimmed(self.model, tokens).float()
                 out.append(torch.nn.functional.normalize(emb, dim=-1).cpu().numpy())
         return np.concatenate(out).astype(np.float32, copy=False)
 

@@ -171,3 +171,17 @@ def test_pool_status_reuse_and_tower_slot(tiny_checkpoint, tmp_path):
     with pytest.raises(Unavailable, match="no CLIP encoder configured"):
         pool.for_language("ja")
     assert pool.languages() == ["en", "fr", "ko", "ru"]
+
+
+def test_trimmed_text_encoding_equals_the_full_context(tiny):
+    """Cutting the context after the last end-of-text token changes nothing (causal mask, EOT pooling)."""
+    from models.clip import encode_text_trimmed
+
+    texts = ["a photo of a dog.", "x", "a bright photo of the large red wooden house by the sea."]
+    tokens = tiny.tokenizer(texts)
+    with torch.inference_mode():
+        full = tiny.model.encode_text(tokens)
+        trimmed = encode_text_trimmed(tiny.model, tokens)
+    assert int(tokens.argmax(dim=-1).max()) + 1 < tokens.shape[1]  # the cut is real
+    assert tiny.model.text_pool_type == "argmax" and tiny.model.attn_mask is not None  # the trimmed path ran
+    torch.testing.assert_close(trimmed, full, atol=1e-5, rtol=1e-5)
