@@ -50,9 +50,12 @@ def load(runtime: Runtime) -> None:
 
     settings = runtime.settings
     if runtime.redis is not None:
-        runtime.extras["uclip_jobs"] = UclipTrainingJobs(
+        jobs = UclipTrainingJobs(
             runtime.redis, time_limit_s=settings.job_time_limit_s, heartbeat_s=settings.job_heartbeat_s,
             send_task=_uclip_sender())
+        runtime.extras["uclip_jobs"] = jobs
+        # Its reaper thread (started on first submit) must stop before Redis does.
+        runtime.extras.setdefault("on_close", []).append(jobs.close)
     try:
         clip = _load_clip(settings, runtime)
     except Unavailable as exc:
