@@ -88,3 +88,32 @@ def make_client(tmp_path, redis_url):
             yield client
 
     return factory
+
+
+def write_random_pngs(directory: Path, n: int, size: tuple[int, int] = (24, 20), seed: int = 0) -> Path:
+    """``n`` small random-noise PNG files (img0.png, ...) in ``directory``: an image set for CLIP tests."""
+    import io
+
+    from PIL import Image
+
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        buf = io.BytesIO()
+        Image.fromarray((rng.random((size[1], size[0], 3)) * 255).astype("uint8")).save(buf, format="PNG")
+        (directory / f"img{i}.png").write_bytes(buf.getvalue())
+    return directory
+
+
+def random_clip_checkpoint(name: str, config: dict, path: Path, seed: int = 0) -> Path:
+    """A randomly initialised open_clip model of a registered tiny architecture, saved as a local checkpoint."""
+    import torch
+
+    import models.torchvision_compat  # noqa: F401  (must precede open_clip)
+    import open_clip
+    from models.clip import _register_model_config
+
+    _register_model_config(name, config)
+    torch.manual_seed(seed)
+    torch.save(open_clip.create_model(name).state_dict(), path)
+    return path

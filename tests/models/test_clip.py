@@ -23,6 +23,7 @@ from models.clip import (
     resolve_precision,
 )
 from services.errors import InvalidInput, Unavailable
+from tests.conftest import random_clip_checkpoint
 
 TINY = {
     "embed_dim": 32,
@@ -37,17 +38,7 @@ def tiny_spec(checkpoint, **kw) -> ClipSpec:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
-    import models.torchvision_compat  # noqa: F401
-    import open_clip
-
-    from models.clip import _register_model_config
-
-    _register_model_config("vislex-tiny-test", TINY)
-    torch.manual_seed(0)
-    model = open_clip.create_model("vislex-tiny-test")
-    path = tmp_path_factory.mktemp("clip") / "tiny.pt"
-    torch.save(model.state_dict(), path)
-    return path
+    return random_clip_checkpoint("vislex-tiny-test", TINY, tmp_path_factory.mktemp("clip") / "tiny.pt")
 
 
 @pytest.fixture(scope="session")

@@ -6,12 +6,10 @@ the ClipPool like a real one), a hashing stand-in for the multilingual encoder, 
 
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from models.clip import ClipPool, ClipSpec, TowerSpec, embed_words
 from models.uclip import (
@@ -23,6 +21,7 @@ from models.uclip import (
 )
 from services.errors import InvalidInput, Unavailable
 from services.retrieval.testing import HashingTextEncoder
+from tests.conftest import random_clip_checkpoint, write_random_pngs
 
 TINY = {
     "embed_dim": 32,
@@ -35,17 +34,7 @@ FR = ["chien", "chat", "voiture", "arbre", "maison", "bateau", "oiseau", "cheval
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    import models.torchvision_compat  # noqa: F401, I001  (must precede open_clip)
-    import open_clip
-
-    from models.clip import _register_model_config
-
-    _register_model_config("vislex-tiny-tower", TINY)
-    torch.manual_seed(0)
-    model = open_clip.create_model("vislex-tiny-tower")
-    path = tmp_path_factory.mktemp("clip") / "tiny.pt"
-    torch.save(model.state_dict(), path)
-    return path
+    return random_clip_checkpoint("vislex-tiny-tower", TINY, tmp_path_factory.mktemp("clip") / "tiny.pt")
 
 
 @pytest.fixture(scope="module")
@@ -58,13 +47,7 @@ def heads_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def image_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        buf = io.BytesIO()
-        Image.fromarray((rng.random((20, 24, 3)) * 255).astype("uint8")).save(buf, format="PNG")
-        (d / f"img{i}.png").write_bytes(buf.getvalue())
-    return d
+    return write_random_pngs(tmp_path_factory.mktemp("images"), 6)
 
 
 @pytest.fixture()

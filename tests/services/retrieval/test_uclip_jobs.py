@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import io
+from tests.conftest import write_random_pngs
 
-import numpy as np
+
 import pytest
-from PIL import Image
 
 from services.retrieval import training as training_mod
 from services.retrieval.jobs import UclipTrainingJobs, run_uclip_job
@@ -20,13 +19,7 @@ CONFIG = {"heads": {"hidden_dim": 16, "out_dim": 8}, "epochs": 5, "batch_size": 
 
 @pytest.fixture(scope="module")
 def image_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        buf = io.BytesIO()
-        Image.fromarray((rng.random((20, 24, 3)) * 255).astype("uint8")).save(buf, format="PNG")
-        (d / f"img{i}.png").write_bytes(buf.getvalue())
-    return d
+    return write_random_pngs(tmp_path_factory.mktemp("images"), 6)
 
 
 @pytest.fixture()
