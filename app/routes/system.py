@@ -39,7 +39,11 @@ async def get_readiness(runtime: RuntimeDep) -> JSONResponse:
         redis_down = await asyncio.to_thread(runtime.redis_unreachable_reason)
         if redis_down is not None:
             components["redis"] = {**components["redis"], "state": "unreachable", "reason": redis_down}
-    if runtime.ready and redis_down is None:
+    # Judge readiness on the snapshot the body shows (a component may finish loading during the ping).
+    ready = bool(components) and all(
+        c["state"] == "ready" or (not c["required"] and c["state"] in ("unavailable", "failed"))
+        for c in components.values())
+    if ready and redis_down is None:
         return JSONResponse({"status": "ready", "components": components})
     names = [n for n, s in components.items()
              if s["state"] != "ready" and (s["required"] or s["state"] in ("pending", "loading"))]
