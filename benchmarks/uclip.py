@@ -114,9 +114,8 @@ class _NoImageClip:
 # part 0: the default dimensions, read from the code
 # ---------------------------------------------------------------------------------------------
 def default_dims() -> dict:
+    import models.torchvision_compat  # noqa: F401, I001  (before open_clip)
     import open_clip
-
-    import models.torchvision_compat  # noqa: F401  (before open_clip)
     from models.uclip import HeadsConfig, TrainConfig
 
     enc, note = _text_encoder()
