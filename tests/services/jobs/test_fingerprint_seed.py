@@ -15,7 +15,7 @@ from app.settings import Settings
 from services.jobs.runner import run_alignment_job
 from services.jobs.service import JobService
 from tests.conftest import write_npy_space
-from tests.services.vision.conftest import planted, write_index_images  # noqa: F401  (session fixture)
+from tests.services.vision.conftest import planted, planted_word_vectors, write_index_images  # noqa: F401  (session fixture)
 
 TINY = {
     "embed_dim": 32,
@@ -103,13 +103,7 @@ def test_fingerprint_seed_recovers_planted_pairs(jobs_redis, tmp_path, planted):
         def for_language(self, lang):
             return {"en": planted.en, "fr": planted.fr}[lang]
 
-    rng = np.random.default_rng(11)
-    n, d = len(planted.en_words), 24
-    X = rng.normal(size=(n, d))
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    R, _ = np.linalg.qr(rng.normal(size=(d, d)))
-    tgt_order = planted.gold[np.argsort(planted.gold[:, 1]), 0]  # en index behind each fr word
-    Y = X[tgt_order] @ R + 0.01 * rng.normal(size=(n, d))
+    X, Y, R = planted_word_vectors(planted)
     spaces = {"en": str(write_npy_space(tmp_path / "sp", "en", planted.en_words, X)),
               "fr": str(write_npy_space(tmp_path / "sp", "fr", planted.fr_words, Y))}
     gold = [[planted.en_words[i], planted.fr_words[j]] for i, j in planted.gold.tolist()]

@@ -123,3 +123,14 @@ def planted_clip_cls():
 def index_images():
     """Writes ``n`` tiny PNGs whose first pixel encodes their index."""
     return write_index_images
+
+
+def planted_word_vectors(planted: Planted, d: int = 24, seed: int = 11) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Static word vectors for the planted vocabularies: (X en, Y fr, R) with Y[fr j] = X[en gold(j)] R + noise."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(len(planted.en_words), d))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    R, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    tgt_order = planted.gold[np.argsort(planted.gold[:, 1]), 0]  # en index behind each fr word
+    Y = X[tgt_order] @ R + 0.01 * rng.normal(size=X.shape)
+    return X, Y, R

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tests.services.vision.conftest import planted_word_vectors
+
 import numpy as np
 import pytest
 
@@ -78,13 +80,7 @@ def test_full_walip_recovers_planted_rotation(planted):
     from services.alignment.vectors import WordVectors
     from services.vision.walip_pipeline import run_walip
 
-    rng = np.random.default_rng(11)
-    n, d = len(planted.en_words), 24
-    X = rng.normal(size=(n, d))
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    R, _ = np.linalg.qr(rng.normal(size=(d, d)))
-    tgt_order = planted.gold[np.argsort(planted.gold[:, 1]), 0]  # en index behind each fr word
-    Y = X[tgt_order] @ R + 0.01 * rng.normal(size=(n, d))
+    X, Y, R = planted_word_vectors(planted)
     src = WordVectors(list(planted.en_words), X.astype(np.float32))
     tgt = WordVectors(list(planted.fr_words), Y.astype(np.float32))
     run = run_walip(src, tgt, src_enc=planted.en, tgt_enc=planted.fr, images_dir=str(planted.images_dir),
