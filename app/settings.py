@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     csls_knn: int = Field(10, ge=1, le=100)
     cache_enabled: bool = True
     cache_ttl_s: int = Field(86400, ge=1)
+    table_k: int = Field(10, ge=0, le=100, description="precomputed top-k translation tables per pair and "
+                         "retrieval (lookups with k <= table_k skip the search); 0 turns them off")
+    table_build: Literal["on_demand", "eager"] = Field(
+        "on_demand", description="build a pair's tables when it is first queried, or for every pair at startup")
 
     # --- CLIP (visual pivot) ---
     clip_model: str = "ViT-B-32"

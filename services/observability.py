@@ -25,6 +25,8 @@ REQUEST_SECONDS = Histogram(
 )
 STAGE_SECONDS = Histogram("vislex_stage_seconds", "Time per processing stage", ["stage"], buckets=_BUCKETS)
 CACHE_EVENTS = Counter("vislex_cache_total", "Translation cache lookups", ["result"])
+TABLE_WORDS = Counter("vislex_table_words_total", "Words answered from precomputed translation tables",
+                      ["retrieval"])
 IN_FLIGHT = Gauge("vislex_requests_in_flight", "HTTP requests being served")
 REJECTED = Counter("vislex_requests_rejected_total", "Requests rejected with 429 (overload)")
 

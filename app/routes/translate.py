@@ -38,10 +38,10 @@ async def translate_word(
     retrieval: Annotated[Retrieval, Query(description="nn (cosine) or csls")] = "csls",
 ) -> Response:
     """Top-k translations of one word (cached in Redis per mapping version)."""
-    found = translator.lookup(word, src, tgt, k, retrieval)  # validation + one Redis GET, inline
+    found = translator.lookup(word, src, tgt, k, retrieval)  # validation, table or one Redis GET, inline
     if found.body is not None:
         return _json(found.body)
-    return _json(await asyncio.to_thread(translator.complete, found))  # FAISS releases the GIL
+    return _json(await translator.complete_async(found))  # batched with concurrent misses; FAISS off the loop
 
 
 @router.post("/v1/translate", response_model=None,

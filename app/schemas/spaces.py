@@ -12,6 +12,8 @@ class MappingInfo(BaseModel):
     method: str
     csls_ready: bool = Field(description="r_S of CSLS computed (else the first CSLS request computes it)")
     installed_at: float
+    tables: dict[str, int] = Field(default_factory=dict, description="precomputed translation tables: "
+                                   "retrieval -> k they cover (lookups with a larger k search)")
 
 
 class SpaceSummary(BaseModel):
@@ -23,7 +25,7 @@ class SpaceSummary(BaseModel):
     dtype: str
     lowercased: bool
     fingerprint: str
-    bytes: int = Field(description="vectors + index + mapped source vectors")
+    bytes: int = Field(description="vectors + index + mapped source vectors + translation tables")
     bytes_detail: dict[str, int]
     index_type: str
     mappings: list[MappingInfo] = Field(description="mappings from this space")

@@ -5,7 +5,9 @@ Builds (from ``runtime.settings``): file spaces (``Settings.spaces``), encoder-d
 saved mappings (``Settings.mappings``), the Redis result cache. Sets ``runtime.spaces`` (the
 :class:`~services.serving.registry.SpaceRegistry`), ``runtime.cache`` and
 ``runtime.extras["translator"]``. After loading, a daemon thread computes the CSLS r_S of every
-pair and then polls Redis for mapping versions published by alignment jobs.
+pair, builds the precomputed translation tables that are asked for (``Settings.table_build``:
+on first use of a pair, or eagerly for all) and polls Redis for mapping versions published by
+alignment jobs.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ MAPPING_POLL_S = 2.0
 def build_registry(settings, *, encoder_factory=None) -> SpaceRegistry:
     """All configured spaces and mappings, ready to serve (CSLS r_S computed later, lazily)."""
     registry = SpaceRegistry(index_type=settings.index_type, storage_dtype=settings.storage_dtype,
-                             csls_knn=settings.csls_knn, csls_cache_dir=settings.cache_dir / "csls")
+                             csls_knn=settings.csls_knn, csls_cache_dir=settings.cache_dir / "csls",
+                             table_k=settings.table_k, table_build=settings.table_build)
     for lang, path in settings.spaces.items():
         wv = load_vectors(path, max_vocab=settings.max_vocab)
         fingerprint = wv.fingerprint()
@@ -61,9 +64,13 @@ def build_registry(settings, *, encoder_factory=None) -> SpaceRegistry:
 
 
 def _background(runtime: Runtime, registry: SpaceRegistry, stop: threading.Event) -> None:
+    if registry.table_build == "eager":
+        registry.request_all_tables()
     registry.warm_csls(stop)
-    while not stop.wait(MAPPING_POLL_S):
-        if runtime.redis is None:
+    while not stop.is_set():
+        registry.build_requested_tables(stop)
+        registry.wait_for_work(MAPPING_POLL_S)  # woken early by a table request or by shutdown
+        if stop.is_set() or runtime.redis is None:
             continue
         try:
             registry.sync_from_redis(runtime.redis)
@@ -94,7 +101,7 @@ def load(runtime: Runtime) -> None:
         except Exception:
             log.exception("initial mapping sync failed")
     stop = threading.Event()
-    runtime.extras.setdefault("on_close", []).append(stop.set)
+    runtime.extras.setdefault("on_close", []).extend([stop.set, registry.wake])
     runtime.extras["serving_stop"] = stop
     thread = threading.Thread(target=_background, args=(runtime, registry, stop), name="vislex-serving-sync",
                               daemon=True)

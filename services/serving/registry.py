@@ -24,6 +24,7 @@ import numpy as np
 from services.errors import InvalidInput, NotFound, Unavailable
 from services.serving.index import TargetIndex, _faiss, _pool, faiss_gpu_count, search_threads
 from services.serving.space import WordSpace
+from services.serving.table import TranslationTable, build_table
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class PairState:
     csls_ready: bool
     shared_index: bool
     installed_at: float = field(default_factory=time.time)
+    tables: dict[str, TranslationTable] = field(default_factory=dict)  # retrieval -> top-K of every source row
 
     @property
     def column(self) -> int:
@@ -103,7 +105,8 @@ class PairState:
 
     def describe(self) -> dict[str, Any]:
         return {"src": self.src, "tgt": self.tgt, "version": self.version, "method": self.method,
-                "csls_ready": self.csls_ready, "installed_at": round(self.installed_at, 3)}
+                "csls_ready": self.csls_ready, "installed_at": round(self.installed_at, 3),
+                "tables": {r: t.k for r, t in sorted(self.tables.items())}}
 
 
 @dataclass(frozen=True)
@@ -117,8 +120,13 @@ class SpaceRegistry:
     """Word spaces, mappings and FAISS indexes (methods.md, "CSLS retrieval"); thread-safe swaps."""
 
     def __init__(self, *, index_type: str = "flat", storage_dtype: str = "float32", csls_knn: int = 10,
-                 csls_cache_dir: Path | None = None, use_gpu: bool | None = None):
+                 csls_cache_dir: Path | None = None, use_gpu: bool | None = None, table_k: int = 0,
+                 table_build: str = "on_demand"):
+        if table_build not in ("on_demand", "eager"):
+            raise InvalidInput(f"table_build must be 'on_demand' or 'eager', not {table_build!r}")
         self.index_type = index_type
+        self.table_k = int(table_k)  # 0: no precomputed tables (every miss searches)
+        self.table_build = table_build  # eager: every pair, as soon as it is served; on_demand: on first use
         self.storage_dtype = storage_dtype
         self.csls_knn = int(csls_knn)
         self.csls_cache_dir = Path(csls_cache_dir) if csls_cache_dir else None
@@ -126,6 +134,10 @@ class SpaceRegistry:
         self._state = _Snapshot({}, {}, {})
         self._write_lock = threading.RLock()
         self._published: dict[str, str] = {}  # pair -> last published version handled by sync_from_redis
+        self._tables_wanted: dict[tuple[str, str], None] = {}  # insertion-ordered queue of pairs
+        self._tables_failed: set[tuple[str, str, str]] = set()  # (src, tgt, version): not retried
+        self._tables_lock = threading.Lock()
+        self._work = threading.Event()  # set when a table is requested (or on shutdown): wakes the builder
 
     # ---- reading (lock-free) --------------------------------------------------------------
     @property
@@ -221,7 +233,10 @@ class SpaceRegistry:
     def _publish(self, state: PairState, compute_csls: bool) -> PairState:
         if compute_csls:
             state = self._with_csls(state)
+        previous = self._state.pairs.get((state.src, state.tgt))
         self._swap_pair(state)
+        if self.table_build == "eager" or (previous is not None and previous.tables):
+            self.request_tables(state.src, state.tgt)  # the old version's tables went with it
         log.info("mapping installed", extra={"pair": f"{state.src}-{state.tgt}", "version": state.version,
                                              "csls_ready": state.csls_ready, "shared_index": state.shared_index})
         return self._state.pairs[(state.src, state.tgt)]
@@ -245,6 +260,7 @@ class SpaceRegistry:
         for src, tgt in list(self._state.pairs):
             if stop is not None and stop.is_set():
                 break
+            self.build_requested_tables(stop)  # a pair in use comes before warming the others
             try:
                 state = self._state.pairs.get((src, tgt))
                 if state is not None and not state.csls_ready:
@@ -310,6 +326,77 @@ class SpaceRegistry:
         pairs[(state.src, state.tgt)] = state
         self._state = _Snapshot(old.spaces, pairs, base)
 
+    # ---- precomputed translation tables (services/serving/table.py) ---------------------------
+    def request_tables(self, src: str, tgt: str) -> None:
+        """Ask the background builder for src→tgt's tables (cheap; no-op when off or already queued)."""
+        if self.table_k <= 0 or (src, tgt) in self._tables_wanted:
+            return
+        state = self._state.pairs.get((src, tgt))
+        if state is None or (src, tgt, state.version) in self._tables_failed:
+            return
+        with self._tables_lock:
+            self._tables_wanted[(src, tgt)] = None
+        self._work.set()
+
+    def request_all_tables(self) -> None:
+        for src, tgt in list(self._state.pairs):
+            self.request_tables(src, tgt)
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Sleep up to ``timeout`` s, less when a table is requested or :meth:`wake` is called."""
+        self._work.wait(timeout)
+        self._work.clear()
+
+    def wake(self) -> None:
+        self._work.set()
+
+    def build_requested_tables(self, stop: threading.Event | None = None) -> int:
+        """Build the NN and CSLS tables of every requested pair; returns how many tables were built."""
+        built = 0
+        while self._tables_wanted and not (stop is not None and stop.is_set()):
+            with self._tables_lock:
+                src, tgt = pair = next(iter(self._tables_wanted))
+            try:
+                built += self._build_tables(src, tgt, stop)
+            except NotFound:
+                pass  # the pair went away meanwhile
+            except Exception:  # the pair keeps being served by search; this version is not retried
+                state = self._state.pairs.get(pair)
+                if state is not None:
+                    self._tables_failed.add((src, tgt, state.version))
+                log.exception("translation table build failed", extra={"pair": f"{src}-{tgt}"})
+            with self._tables_lock:
+                self._tables_wanted.pop(pair, None)
+        return built
+
+    def _build_tables(self, src: str, tgt: str, stop: threading.Event | None) -> int:
+        built = 0
+        for retrieval in RETRIEVALS:
+            for _attempt in range(3):  # a new mapping version arriving mid-build restarts that table
+                state = self.ensure_csls(src, tgt) if retrieval == "csls" else self.pair(src, tgt)
+                if retrieval in state.tables and state.tables[retrieval].k >= self.table_k:
+                    break
+                column = state.column if retrieval == "csls" else None
+                start = time.perf_counter()
+                table = build_table(lambda Q, k, state=state, column=column: state.index.search(Q, k, column),
+                                    state.mapped_source, self.table_k, stop=stop)
+                if table is None:
+                    return built
+                with self._write_lock:
+                    current = self._state.pairs.get((src, tgt))
+                    if current is None:
+                        return built
+                    # Same version (hence same mapped rows and r_S): the table is the truth for it.
+                    if current.version != state.version:
+                        continue
+                    self._swap_pair(replace(current, tables={**current.tables, retrieval: table}))
+                built += 1
+                log.info("translation table built", extra={
+                    "pair": f"{src}-{tgt}", "retrieval": retrieval, "k": table.k, "rows": len(table.rows),
+                    "seconds": round(time.perf_counter() - start, 3)})
+                break
+        return built
+
     # ---- Redis-published mappings (jobs) ------------------------------------------------------
     def sync_from_redis(self, client: Any) -> list[str]:
         """Install every mapping version published under ``vislex:mappings:{src}-{tgt}`` that differs from ours.
@@ -362,11 +449,12 @@ class SpaceRegistry:
             own_pairs = [p for (s, _t), p in snap.pairs.items() if s == lang]
             mapped_bytes = sum(p.mapped_source.nbytes for p in own_pairs if p.mapped_source is not space.vectors)
             dedicated = sum(p.index.nbytes for (s, _t), p in snap.pairs.items() if s == lang and not p.shared_index)
+            tables = sum(t.nbytes for p in own_pairs for t in p.tables.values())
             entry = space.describe()
             entry.update({
-                "bytes": int(space.nbytes + index_bytes + mapped_bytes + dedicated),
+                "bytes": int(space.nbytes + index_bytes + mapped_bytes + dedicated + tables),
                 "bytes_detail": {"vectors": space.nbytes, "index": index_bytes, "mapped_sources": int(mapped_bytes),
-                                 "dedicated_indexes": int(dedicated)},
+                                 "dedicated_indexes": int(dedicated), "tables": int(tables)},
                 "index_type": self.index_type,
                 "mappings": [p.describe() for p in sorted(own_pairs, key=lambda p: p.tgt)],
             })

@@ -1,14 +1,18 @@
 """Word translation requests: validation, cache, one FAISS search, JSON bodies.
 
-The single-word path is one dict lookup, one Redis GET and (on a miss) one FAISS search over
-the target index (methods.md, "CSLS retrieval": exact CSLS via the augmented-vector trick);
-a batch is one MGET, one FAISS search for all missing words, one pipelined cache write.
+Where the pair has a precomputed translation table (services/serving/table.py) covering k, a
+word is two row gathers and nothing else (no Redis round trip: the table is faster than the
+cache). Otherwise the single-word path is one dict lookup, one Redis GET and (on a miss) one
+FAISS search over the target index (methods.md, "CSLS retrieval": exact CSLS via the
+augmented-vector trick); a batch is one MGET, one FAISS search for all missing words, one
+pipelined cache write.
 Bodies are assembled as JSON text (cached translation lists are spliced in verbatim), so no
 per-response model validation sits on the hot path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from services.errors import InvalidInput, PayloadTooLarge
-from services.observability import stage_timer
+from services.observability import TABLE_WORDS, stage_timer
+from services.serving.batcher import SearchBatcher
 from services.serving.cache import TranslationCache
 from services.serving.registry import RETRIEVALS, PairState, SpaceRegistry
 from services.serving.space import word_not_found
@@ -51,6 +56,7 @@ class Translator:
                  max_batch_words: int = 2000, max_word_length: int = 100):
         self.registry = registry
         self.cache = cache
+        self.batcher = SearchBatcher()
         self.max_batch_words = int(max_batch_words)
         self.max_word_length = int(max_word_length)
 
@@ -94,6 +100,14 @@ class Translator:
             raise word_not_found(word, src)
         head = _dumps({"word": word, "src": src, "tgt": tgt, "retrieval": retrieval,
                        "mapping_version": state.version})[:-1]
+        table = state.tables.get(retrieval)
+        if table is not None and k <= table.k:
+            TABLE_WORDS.labels(retrieval).inc()
+            scores, rows = table.top(row, k)
+            fragment = _translations_json(self.registry.spaces[tgt].words, scores, rows)
+            return _Lookup(state, row, k, retrieval, head, None, head + ',"cached":false,"translations":' + fragment + "}")
+        if table is None:
+            self.registry.request_tables(src, tgt)
         key = None
         cache = self.cache
         if cache is not None:
@@ -107,11 +121,29 @@ class Translator:
         """One FAISS search for a cache miss; stores the result; returns the JSON body."""
         if found.body is not None:
             return found.body
+        state = self._csls_state(found)
+        scores, rows = self._search(state, np.array([found.row]), found.k, found.retrieval)
+        return self._finish(found, state, scores[0], rows[0])
+
+    async def complete_async(self, found: "_Lookup") -> str:
+        """:meth:`complete` for the event loop: concurrent misses share one search (SearchBatcher)."""
+        if found.body is not None:
+            return found.body
+        state = found.state
+        if found.retrieval == "csls" and not state.csls_ready:
+            state = await asyncio.to_thread(self._csls_state, found)  # r_S: seconds, off the loop
+        column = state.column if found.retrieval == "csls" else None
+        scores, rows = await self.batcher.search(state.index, state.mapped_source[found.row], found.k, column)
+        return self._finish(found, state, scores, rows)
+
+    def _csls_state(self, found: "_Lookup") -> PairState:
         state = found.state
         if found.retrieval == "csls" and not state.csls_ready:
             state = self.registry.ensure_csls(state.src, state.tgt)
-        scores, rows = self._search(state, np.array([found.row]), found.k, found.retrieval)
-        fragment = _translations_json(self.registry.spaces[state.tgt].words, scores[0], rows[0])
+        return state
+
+    def _finish(self, found: "_Lookup", state: PairState, scores: np.ndarray, rows: np.ndarray) -> str:
+        fragment = _translations_json(self.registry.spaces[state.tgt].words, scores, rows)
         if self.cache is not None and found.key is not None and state.version == found.state.version:
             self.cache.set(found.key, fragment)
         return found.head + ',"cached":false,"translations":' + fragment + "}"
@@ -154,6 +186,16 @@ class Translator:
         cached: set[int] = set()
         cache = self.cache
         keys: list[str] = []
+        table = state.tables.get(retrieval)
+        if table is None:
+            self.registry.request_tables(src, tgt)
+        elif k <= table.k and found:
+            TABLE_WORDS.labels(retrieval).inc(len(found))
+            t_scores, t_rows = table.top(np.asarray(found_rows, dtype=np.int64), k)
+            tgt_words = self.registry.spaces[tgt].words
+            for j, i in enumerate(found):
+                fragments[i] = _translations_json(tgt_words, t_scores[j], t_rows[j])
+            cache = None  # every word is answered: nothing to read from or write to Redis
         if cache is not None and found:
             with stage_timer("cache"):
                 keys = [cache.key(src, tgt, state.version, retrieval, k, space.key(words[i])) for i in found]
@@ -161,7 +203,7 @@ class Translator:
                     if value is not None:
                         fragments[found[pos]] = value
                         cached.add(found[pos])
-        missing = [pos for pos, i in enumerate(found) if i not in cached]
+        missing = [pos for pos, i in enumerate(found) if i not in fragments]
         if missing:
             miss_rows = np.array([found_rows[pos] for pos in missing], dtype=np.int64)
             unique_rows, inverse = np.unique(miss_rows, return_inverse=True)

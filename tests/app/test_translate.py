@@ -34,9 +34,41 @@ def mapping_file(planted_spaces, tmp_path):
 @pytest.fixture()
 def client(make_client, planted_spaces, mapping_file):
     en, fr, *_ = planted_spaces
+    # table_k=0: these tests exercise the search and the Redis cache (tables: test_tables_answer_…).
     with make_client(spaces={"en": str(en), "fr": str(fr)}, mappings={"en-fr": str(mapping_file[0])},
-                     max_batch_words=50, max_word_length=20, csls_knn=5) as c:
+                     max_batch_words=50, max_word_length=20, csls_knn=5, table_k=0) as c:
         yield c
+
+
+def test_tables_answer_like_the_search_once_built(make_client, client, planted_spaces, mapping_file):
+    en, fr, *_ = planted_spaces
+    params = {"word": "w12", "src": "en", "tgt": "fr", "k": 4}
+    searched = client.get("/v1/translate", params=params).json()["translations"]
+    with make_client(spaces={"en": str(en), "fr": str(fr)}, mappings={"en-fr": str(mapping_file[0])},
+                     csls_knn=5, table_k=5, table_build="eager") as tabled:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            spaces = tabled.get("/v1/spaces").json()
+            entry = next(s for s in spaces["spaces"] if s["lang"] == "en")
+            if entry["mappings"][0]["tables"] == {"csls": 5, "nn": 5}:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"tables not built: {entry}")
+        assert entry["bytes_detail"]["tables"] > 0
+        r = tabled.get("/v1/translate", params=params)
+
+        def same(got):  # the table was searched in GEMM chunks: scores agree to float32 rounding
+            assert [t["word"] for t in got] == [t["word"] for t in searched]
+            np.testing.assert_allclose([t["score"] for t in got], [t["score"] for t in searched], atol=2e-6)
+
+        assert r.status_code == 200
+        same(r.json()["translations"])
+        batch = tabled.post("/v1/translate", json={"words": ["w12", "nope"], "src": "en", "tgt": "fr", "k": 4})
+        same(batch.json()["results"][0]["translations"])
+        assert batch.json()["results"][1]["error"]["code"] == "word_not_found"
+        metrics = tabled.get("/metrics").text
+        assert 'vislex_table_words_total{retrieval="csls"}' in metrics
 
 
 def test_single_word_returns_planted_translation_then_cached(client, mapping_file):
