@@ -3,12 +3,15 @@
 Starts a real embedded Redis and the API (``uvicorn --factory app.main:app_from_env``, env
 ``VISLEX_*``) with the en and fr spaces of ../shared/data/vectors (50k words each) and a saved
 en→fr Procrustes mapping fitted on the MUSE train split, then drives it with a bounded async
-load generator (request count and time both bounded; a minimal asyncio HTTP/1.1 client, plus
-httpx.AsyncClient for the cached GETs to show what that client itself costs):
+load generator (request count and time both bounded; a minimal asyncio HTTP/1.1 client: httpx's
+AsyncClient costs ~1-2 ms of CPU per request here, so at concurrency 64 it measured itself):
 
-- single-word GET at concurrency 1, 16, 64 -- cache disabled (every request searches) and enabled
-  (a working set of 2,000 words, so after warm-up requests hit the cache);
-- POST batches of 1,000 words, NN and CSLS (cache disabled).
+- single-word GET at concurrency 1, 16, 64 and POST batches of 1,000 words (NN and CSLS), in
+  three server modes:
+  ``search``: no tables, cache disabled -- every word is a FAISS search (concurrent misses batched);
+  ``tables``: precomputed top-10 tables (built eagerly; the run waits for them), cache disabled;
+  ``cache``:  no tables, Redis cache enabled, a working set of 2,000 words filled before measuring
+  (so requests hit the cache).
 
 Prints p50/p99 latency, requests/s, words/s and server RSS; writes benchmarks/results/serve.json.
 The load generator runs on the same cores as the server: numbers are for both together.
@@ -67,8 +70,8 @@ def start_redis(tmp: Path):
     return server
 
 
-def start_server(tmp: Path, redis_url: str, mapping_path: Path, *, cache: bool, index_type: str, workers: int,
-                 port: int) -> subprocess.Popen:
+def start_server(tmp: Path, redis_url: str, mapping_path: Path, *, cache: bool, table_k: int, index_type: str,
+                 workers: int, port: int) -> subprocess.Popen:
     from services.infra.redis import die_with_parent
 
     env = dict(os.environ)
@@ -78,6 +81,7 @@ def start_server(tmp: Path, redis_url: str, mapping_path: Path, *, cache: bool, 
         "VISLEX_MAPPINGS": json.dumps({"en-fr": str(mapping_path)}),
         "VISLEX_ENCODER_LANGUAGES": "[]", "VISLEX_CLIP_PRETRAINED": "", "VISLEX_LOG_LEVEL": "warning",
         "VISLEX_CACHE_ENABLED": "true" if cache else "false", "VISLEX_INDEX_TYPE": index_type,
+        "VISLEX_TABLE_K": str(table_k), "VISLEX_TABLE_BUILD": "eager",
         "VISLEX_MAX_IN_FLIGHT": "1024",
     })
     cmd = [sys.executable, "-m", "uvicorn", "app.main:app_from_env", "--factory", "--host", "127.0.0.1",
@@ -88,7 +92,7 @@ def start_server(tmp: Path, redis_url: str, mapping_path: Path, *, cache: bool, 
     return subprocess.Popen(cmd, cwd=ROOT, env=env, preexec_fn=die_with_parent, stdout=subprocess.DEVNULL)
 
 
-def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 300) -> float:
+def wait_ready(base: str, proc: subprocess.Popen, *, tables: bool, timeout: float = 300) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if proc.poll() is not None:
@@ -97,6 +101,12 @@ def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 300) -> float
             if httpx.get(base + "/readyz", timeout=2).status_code == 200:
                 # Warm CSLS (r_S) before measuring: the first CSLS request would compute it otherwise.
                 httpx.get(base + "/v1/translate", params={"word": "dog", "src": "en", "tgt": "fr"}, timeout=120)
+                while tables and time.monotonic() - start < timeout:
+                    spaces = httpx.get(base + "/v1/spaces", timeout=10).json()["spaces"]
+                    built = next(s for s in spaces if s["lang"] == "en")["mappings"][0]["tables"]
+                    if set(built) == {"nn", "csls"}:
+                        break
+                    time.sleep(0.5)
                 return time.monotonic() - start
         except httpx.TransportError:
             pass
@@ -143,8 +153,7 @@ class RawHttpConnection:
             self.writer.close()
 
 
-async def drive(base: str, concurrency: int, make_request, *, max_requests: int, max_seconds: float,
-                client: str = "raw") -> dict:
+async def drive(base: str, concurrency: int, make_request, *, max_requests: int, max_seconds: float) -> dict:
     """``concurrency`` workers send requests until ``max_requests`` or ``max_seconds``; latency per request."""
     latencies: list[float] = []
     errors = 0
@@ -155,37 +164,26 @@ async def drive(base: str, concurrency: int, make_request, *, max_requests: int,
 
     async def worker():
         nonlocal sent, errors, words
-        if client == "httpx":  # one client per worker: a shared pool serialises on its lock
-            conn = httpx.AsyncClient(base_url=base, timeout=60, limits=httpx.Limits(max_connections=1))
-        else:
-            conn = RawHttpConnection(host, int(port))
+        conn = RawHttpConnection(host, int(port))
         try:
             while sent < max_requests and time.perf_counter() < deadline:
                 sent += 1
                 method, path, payload, n_words = make_request(sent)
                 body = json.dumps(payload).encode() if payload is not None else None
                 t0 = time.perf_counter()
-                if client == "httpx":
-                    r = await conn.request(method, path, content=body,
-                                           headers={"content-type": "application/json"} if body else None)
-                    status = r.status_code
-                else:
-                    status, _ = await conn.request(method, path, body)
+                status, _ = await conn.request(method, path, body)
                 latencies.append(time.perf_counter() - t0)
                 if status != 200:
                     errors += 1
                 else:
                     words += n_words
         finally:
-            if client == "httpx":
-                await conn.aclose()
-            else:
-                await conn.close()
+            await conn.close()
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - start
-    return {"concurrency": concurrency, "client": client, "requests": len(latencies), "errors": errors,
+    return {"concurrency": concurrency, "requests": len(latencies), "errors": errors,
             "seconds": round(elapsed, 2), "p50_ms": round(pct(latencies, 50) * 1e3, 3),
             "p99_ms": round(pct(latencies, 99) * 1e3, 3), "req_per_s": round(len(latencies) / elapsed, 1),
             "words_per_s": round(words / elapsed, 1)}
@@ -196,6 +194,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
     ap.add_argument("--index-type", default="flat", choices=["flat", "hnsw", "ivf"])
     ap.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    ap.add_argument("--modes", default="search,tables,cache", help="comma list of search, tables, cache")
+    ap.add_argument("--table-k", type=int, default=10, help="VISLEX_TABLE_K in the tables mode")
     args = ap.parse_args()
     if not (DATA / "vectors/en.npy").is_file():
         print(f"{DATA} not present: this benchmark needs the 50k-word en/fr vectors; nothing measured.")
@@ -216,15 +216,16 @@ def main() -> None:
         print(f"mapping: {how}, version {version} ({time.perf_counter() - t0:.1f} s)")
         redis = start_redis(tmp)
         try:
-            for cache in (False, True):
+            for mode in args.modes.split(","):
+                cache, table_k = mode == "cache", (args.table_k if mode == "tables" else 0)
                 port = free_port()
                 base = f"http://127.0.0.1:{port}"
-                proc = start_server(tmp, redis.url, tmp / "en-fr.npz", cache=cache, index_type=args.index_type,
-                                    workers=args.workers, port=port)
+                proc = start_server(tmp, redis.url, tmp / "en-fr.npz", cache=cache, table_k=table_k,
+                                    index_type=args.index_type, workers=args.workers, port=port)
                 try:
-                    ready_s = wait_ready(base, proc)
-                    print(f"server (cache={'on' if cache else 'off'}) ready in {ready_s:.1f} s, "
-                          f"RSS {server_rss(proc) / 2**20:.0f} MiB")
+                    ready_s = wait_ready(base, proc, tables=table_k > 0)
+                    print(f"server ({mode}) ready in {ready_s:.1f} s"
+                          f"{' with tables' if table_k else ''}, RSS {server_rss(proc) / 2**20:.0f} MiB")
                     pool = working_set if cache else fresh
 
                     def single(i, pool=pool):
@@ -235,15 +236,12 @@ def main() -> None:
                     if cache:  # fill the cache with the working set (one batch) before measuring hits
                         httpx.post(base + "/v1/translate", json={"words": working_set, "src": "en", "tgt": "fr",
                                                                  "k": 5, "retrieval": "csls"}, timeout=120)
-                    clients = ("raw", "httpx") if cache else ("raw",)
-                    for client in clients:
-                        for conc, n in ((1, 2000), (16, 6000), (64, 12000)):
-                            res = asyncio.run(drive(base, conc, single, max_requests=int(n * scale),
-                                                    max_seconds=15 * scale + 3, client=client))
-                            res.update(scenario="GET /v1/translate", cache="on" if cache else "off",
-                                       rss_mib=round(server_rss(proc) / 2**20))
-                            rows.append(res)
-                            print(json.dumps(res))
+                    for conc, n in ((1, 2000), (16, 6000), (64, 12000)):
+                        res = asyncio.run(drive(base, conc, single, max_requests=int(n * scale),
+                                                max_seconds=15 * scale + 3))
+                        res.update(scenario="GET /v1/translate", mode=mode, rss_mib=round(server_rss(proc) / 2**20))
+                        rows.append(res)
+                        print(json.dumps(res))
                     if not cache:
                         for retrieval in ("nn", "csls"):
                             def batch(i, retrieval=retrieval):
@@ -252,9 +250,10 @@ def main() -> None:
                                                                  "retrieval": retrieval}, 1000
 
                             for conc in (1, 2):
-                                res = asyncio.run(drive(base, conc, batch, max_requests=max(2, int(12 * scale)),
+                                n_batches = 12 if mode == "search" else 200
+                                res = asyncio.run(drive(base, conc, batch, max_requests=max(2, int(n_batches * scale)),
                                                         max_seconds=30 * scale + 5))
-                                res.update(scenario=f"POST 1000 words {retrieval}", cache="off",
+                                res.update(scenario=f"POST 1000 words {retrieval}", mode=mode,
                                            rss_mib=round(server_rss(proc) / 2**20))
                                 rows.append(res)
                                 print(json.dumps(res))
@@ -269,11 +268,11 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0))
     print(f"\n{cores} cores shared by server, Redis and load generator; index {args.index_type}, "
           f"{args.workers} uvicorn worker(s); spaces en, fr 50k x 300; k=5")
-    header = f"{'scenario':<24}{'client':>7}{'cache':>6}{'conc':>6}{'reqs':>7}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'words/s':>10}{'RSS MiB':>9}"
+    header = f"{'scenario':<24}{'mode':>8}{'conc':>6}{'reqs':>7}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'words/s':>10}{'RSS MiB':>9}"
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['scenario']:<24}{r['client']:>7}{r['cache']:>6}{r['concurrency']:>6}{r['requests']:>7}{r['p50_ms']:>9.2f}"
+        print(f"{r['scenario']:<24}{r['mode']:>8}{r['concurrency']:>6}{r['requests']:>7}{r['p50_ms']:>9.2f}"
               f"{r['p99_ms']:>9.2f}{r['req_per_s']:>9.1f}{r['words_per_s']:>10.0f}{r['rss_mib']:>9}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / ("serve.json" if args.index_type == "flat" and args.workers == 1 else
