@@ -3,7 +3,8 @@
 For each pair (en→fr, en→de), over the 50k-word vocabularies normalised ``unit,center,unit``:
 supervised Procrustes, Procrustes+InstaMap, the multi-step framework of VecMap ``--supervised``
 (``vecmap``) and VecMap+InstaMap on the MUSE 0-5000 train split; unsupervised WALIP
-step 2 seeded by identical strings, with robust (paper) and plain Procrustes; InstaMap alone on the
+step 2 seeded by identical strings: the default ``confident`` variant (mutual top-2,000 CSLS pairs + seeds,
+multi-step fits) and the paper's loop with robust and with plain Procrustes; InstaMap alone on the
 train split; then L1 refinement on top of each of those, in the paper-faithful flow and in the
 exactly-orthogonal Cayley mode, the latter twice: with held-out early stopping (its default: 80/20
 fit/holdout split of the induced dictionary, patience 10) and as pure minimisation (holdout 0)
@@ -12,7 +13,7 @@ scored on the MUSE 5000-6500 test split over the full 50k target vocabulary (NN 
 Each row runs in its own forked process, so "peak MB" is that row's own peak RSS.
 
     .venv/bin/python benchmarks/bli.py [--pairs en-fr,en-de] [--max-vocab 50000] [--skip-faithful]
-        [--l1-holdout 0.2] [--l1-patience 10] [--l1-max-seconds S]
+        [--l1-holdout 0.2] [--l1-patience 10] [--l1-max-seconds S] [--methods walip,walip-paper,...]
 
 Reference points on these vectors (../shared/data/README.md, issue 3): Procrustes 31.0 / 35.2,
 VecMap --supervised 34.7 / 37.7 (P@1 NN / CSLS, en→fr); the authors' L1 code on VecMap en→fr:
@@ -94,7 +95,7 @@ def main() -> None:
     ap.add_argument("--l1-patience", type=int, default=10, help="early-stopping patience in steps (default 10)")
     ap.add_argument("--methods", default=None,
                     help="subset of base rows: procrustes, procrustes+instamap, vecmap, vecmap+instamap, instamap, "
-                         "walip, walip-plain (default: all)")
+                         "walip (confident variant), walip-paper, walip-plain (default: all)")
     args = ap.parse_args()
 
     vectors_dir = shared_path("vectors")
@@ -124,19 +125,20 @@ def main() -> None:
         print(f"== {pair}: {len(src)} x {len(tgt)} words, {len(train)} train pairs, "
               f"{len(np.unique(test[:, 0]))} test sources in vocabulary", flush=True)
 
-        bases = [
-            ("procrustes (sup.)", "procrustes", train, {}),
-            ("procrustes+instamap (sup.)", "procrustes+instamap", train, {}),
-            ("vecmap (sup.)", "vecmap", train, {}),
-            ("vecmap+instamap (sup.)", "vecmap+instamap", train, {}),
-            ("instamap (sup.)", "instamap", train, {}),
-            ("walip identical, robust", "walip", None, {"robust": True}),
-            ("walip identical, plain", "walip", None, {"robust": False}),
+        bases = [  # (key for --methods, label, method, seeds, options)
+            ("procrustes", "procrustes (sup.)", "procrustes", train, {}),
+            ("procrustes+instamap", "procrustes+instamap (sup.)", "procrustes+instamap", train, {}),
+            ("vecmap", "vecmap (sup.)", "vecmap", train, {}),
+            ("vecmap+instamap", "vecmap+instamap (sup.)", "vecmap+instamap", train, {}),
+            ("instamap", "instamap (sup.)", "instamap", train, {}),
+            ("walip", "walip identical (confident)", "walip", None, {}),
+            ("walip-paper", "walip identical, paper robust", "walip", None, {"variant": "paper", "robust": True}),
+            ("walip-plain", "walip identical, paper plain", "walip", None, {"variant": "paper", "robust": False}),
         ]
         if args.methods:
             wanted = set(args.methods.split(","))
-            bases = [b for b in bases if b[1] + ("" if b[3].get("robust", True) else "-plain") in wanted]
-        for label, method, seeds, options in bases:
+            bases = [b for b in bases if b[0] in wanted]
+        for _key, label, method, seeds, options in bases:
             try:
                 (row, mapped), rss = run_in_child(_fit_row, src, tgt, method, seeds, options, test, n_oov)
             except RuntimeError as exc:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from services.alignment.dictionary import identical_pairs
-from services.alignment.walip import csls_match, walip_refine
+from services.alignment.walip import csls_match, walip_confident, walip_refine
 from services.errors import InvalidInput
 from tests.services.alignment.align_fixtures import nn_accuracy, planted_world
 
@@ -86,3 +86,35 @@ def test_small_improvements_still_select_the_lowest_loss_and_the_schedule_advanc
     assert res.best_iteration > 0  # later iterations do lower the loss, by less than 50 % each
     ks = [h["k"] for h in res.history]
     assert ks[0] == 10 and ks[-1] < 10  # no 50 % improvement: the schedule steps every iteration
+
+
+def test_confident_variant_recovers_the_mapping_and_stops_at_a_fixed_point(world):
+    seeds = identical_pairs(world.src.words, world.tgt.words)
+    res = walip_confident(world.src.vectors, world.tgt.vectors, seeds, top_pairs=300, max_iter=20, max_vocab=None)
+    assert res.Wz is not None
+    assert nn_accuracy(world.src.vectors @ res.W, world.tgt.vectors @ res.Wz, world.gold) > 0.9
+    gold = {tuple(p) for p in world.gold.tolist()}
+    assert np.mean([tuple(p) in gold for p in res.pairs.tolist()]) > 0.95  # final mutual dictionary
+    assert len(res.history) < 20 and res.history[-1]["changed"] == 0  # converged, not capped
+    assert all(h["pairs_kept"] <= 300 and h["pairs_fit"] == h["pairs_kept"] + len(seeds) for h in res.history)
+
+
+def test_confident_variant_with_fewer_seeds_than_dimensions(world):
+    seeds = world.gold[:20]  # < d = 32: cannot whiten; the first fit is orthogonal Procrustes
+    res = walip_confident(world.src.vectors, world.tgt.vectors, seeds, top_pairs=300, max_vocab=None)
+    assert nn_accuracy(world.src.vectors @ res.W, world.tgt.vectors @ res.Wz, world.gold) > 0.9
+
+
+def test_registry_default_walip_is_the_confident_variant(world):
+    from services.alignment.mapping import TwoSidedLinearStage
+    from services.alignment.registry import align
+
+    seeds = identical_pairs(world.src.words, world.tgt.words)
+    res = align(world.src, world.tgt, "walip", seed_pairs=seeds, options={"top_pairs": 300})
+    assert isinstance(res.mapping.stages[0], TwoSidedLinearStage) and res.mapping.stats["stages"][0]["variant"] == "confident"
+    paper = align(world.src, world.tgt, "walip", seed_pairs=seeds, options={"variant": "paper"})
+    assert paper.mapping.stats["stages"][0]["variant"] == "paper"
+    with pytest.raises(InvalidInput):
+        align(world.src, world.tgt, "walip", seed_pairs=seeds, options={"variant": "nope"})
+    with pytest.raises(InvalidInput):
+        walip_confident(world.src.vectors, world.tgt.vectors, seeds, top_pairs=0)
