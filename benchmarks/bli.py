@@ -7,7 +7,8 @@ step 2 seeded by identical strings: the default ``confident`` variant (mutual to
 multi-step fits) and the paper's loop with robust and with plain Procrustes; InstaMap alone on the
 train split; then L1 refinement on top of each of those, in the paper-faithful flow and in the
 exactly-orthogonal Cayley mode, the latter twice: with held-out early stopping (its default: 80/20
-fit/holdout split of the induced dictionary, patience 10) and as pure minimisation (holdout 0)
+fit/holdout split of the induced dictionary, patience 10), as pure minimisation (holdout 0) and as pure
+minimisation of the exact l1 from the first step (``mu_start=1e-6``, no smoothing continuation)
 (steps, best step, l1 loss of the whole dictionary and of the holdout, orthogonality error, seconds). Every row is
 scored on the MUSE 5000-6500 test split over the full 50k target vocabulary (NN and CSLS-10).
 Each row runs in its own forked process, so "peak MB" is that row's own peak RSS.
@@ -61,6 +62,7 @@ def _l1_variants(args) -> list[tuple[str, dict]]:
     variants.append(("orthogonal, early stop", {"mode": "orthogonal", "holdout": args.l1_holdout,
                                                  "patience": args.l1_patience}))
     variants.append(("orthogonal, pure min.", {"mode": "orthogonal", "holdout": 0.0}))
+    variants.append(("orthogonal, exact l1", {"mode": "orthogonal", "holdout": 0.0, "mu_start": 1e-6}))
     return variants
 
 

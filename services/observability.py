@@ -25,6 +25,8 @@ REQUEST_SECONDS = Histogram(
 )
 STAGE_SECONDS = Histogram("vislex_stage_seconds", "Time per processing stage", ["stage"], buckets=_BUCKETS)
 CACHE_EVENTS = Counter("vislex_cache_total", "Translation cache lookups", ["result"])
+SEARCH_BATCH = Histogram("vislex_search_batch_size", "Queries per batched single-word search",
+                         buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 TABLE_WORDS = Counter("vislex_table_words_total", "Words answered from precomputed translation tables",
                       ["retrieval"])
 IN_FLIGHT = Gauge("vislex_requests_in_flight", "HTTP requests being served")

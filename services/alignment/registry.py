@@ -143,10 +143,11 @@ def _fit_l1(X, Y, seeds, opts, progress) -> StageFit:
         raise InvalidInput("L1 refinement found no mutual nearest-neighbour pairs")
     res = l1_refine(X[pairs[:, 0]], Y[pairs[:, 1]], mode=opts["mode"], max_steps=opts["max_steps"],
                     max_seconds=opts["max_seconds"], holdout=float(opts["holdout"]), patience=int(opts["patience"]),
-                    holdout_seed=int(opts["holdout_seed"]), progress=progress)
+                    holdout_seed=int(opts["holdout_seed"]),
+                    mu_start=None if opts["mu_start"] is None else float(opts["mu_start"]), progress=progress)
     stats = {"pairs": len(pairs), "mode": opts["mode"], **res.stats()}
     if opts["mode"] == "orthogonal":
-        stats.update({"holdout": float(opts["holdout"]), "patience": int(opts["patience"]),
+        stats.update({"holdout": float(opts["holdout"]), "patience": int(opts["patience"]), "mu_start": opts["mu_start"],
                       "early_stopping": res.n_holdout > 0})
     return StageFit([LinearStage(res.M)], pairs, [res.loss_final], stats, pairs_used=len(pairs))
 
@@ -173,7 +174,9 @@ ALIGNERS: dict[str, Aligner] = {
         "K": 70, "T": None, "variant": "paper", "src_step": None, "tgt_step": None, "expand": True, "expand_vocab": None,
     }, description="InstaMap: Kabsch + per-word translation vectors"),
     "l1": Aligner("l1", _fit_l1, {"mode": "orthogonal", "max_vocab": 10000, "knn": 10, "max_steps": None, "max_seconds": None,
-                                  "holdout": 0.2, "patience": 10, "holdout_seed": 0},
+                                  "holdout": 0.2, "patience": 10, "holdout_seed": 0,
+                                  # None: smoothing continuation from μ = median|r|/2; 1e-6: exact l1 from step 1
+                                  "mu_start": None},
                   needs_seeds=False,
                   description="L1 refinement on mutual CSLS pairs (orthogonal mode: held-out early stopping unless holdout=0)"),
 }

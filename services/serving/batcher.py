@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from services.observability import stage_timer
+from services.observability import SEARCH_BATCH, stage_timer
 
 __all__ = ["SearchBatcher"]
 
@@ -60,6 +60,7 @@ class SearchBatcher:
                     continue
                 self.batches += 1
                 self.queries += len(batch)
+                SEARCH_BATCH.observe(len(batch))
                 for j, (_, kj, fut) in enumerate(batch):
                     if not fut.done():  # a cancelled request (client gone) is skipped
                         fut.set_result((scores[j, :kj], rows[j, :kj]))

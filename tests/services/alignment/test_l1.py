@@ -68,9 +68,10 @@ def test_faithful_flow_stops_on_orthogonality_drift_and_keeps_the_last_accepted_
     assert res.loss_final == pytest.approx(res.history[-1])
 
 
-def test_pure_minimisation_never_raises_the_loss_and_keeps_m_orthogonal():
+@pytest.mark.parametrize("mu_start", [None, 1e-6])  # smoothing continuation / exact l1 from step 1
+def test_pure_minimisation_never_raises_the_loss_and_keeps_m_orthogonal(mu_start):
     A, B = _noisy_pairs(d=16, seed=2)
-    res = l1_refine(A, B, holdout=0.0, max_steps=300)
+    res = l1_refine(A, B, holdout=0.0, max_steps=300, mu_start=mu_start)
     assert res.n_holdout == 0 and res.n_fit == len(A) and res.holdout_history == []
     assert res.loss_final < 0.995 * res.loss_initial
     assert res.loss_final == min(res.history)  # the best M on the (whole) fit set is returned
@@ -79,11 +80,12 @@ def test_pure_minimisation_never_raises_the_loss_and_keeps_m_orthogonal():
     np.testing.assert_allclose(res.M.T @ res.M, np.eye(A.shape[1]), atol=1e-5)
 
 
-def test_pure_minimisation_recovers_a_planted_rotation():
+@pytest.mark.parametrize("mu_start", [None, 1e-6])
+def test_pure_minimisation_recovers_a_planted_rotation(mu_start):
     rng = np.random.default_rng(3)
     A = rng.standard_normal((300, 8))
     R = _plane_rotation(8, 0.4)
-    res = l1_refine(A, A @ R, holdout=0.0)
+    res = l1_refine(A, A @ R, holdout=0.0, mu_start=mu_start)
     assert res.stop_reason in ("converged", "stationary")
     assert _angle(res.M) == pytest.approx(0.4, abs=1e-3)
     assert res.loss_final < 1e-2 * res.loss_initial

@@ -75,7 +75,11 @@ def test_l1_options_select_pure_minimisation_and_faithful_mode(world):
     src = WordVectors(world.src.words, XW.astype(np.float32))
     pure = align(src, world.tgt, "l1", options={"holdout": 0.0, "max_steps": 50}).mapping.stats["stages"][0]
     assert pure["early_stopping"] is False and pure["holdout_pairs"] == 0 and pure["holdout_loss_final"] is None
-    assert pure["loss_final"] <= pure["loss_initial"]
+    assert pure["loss_final"] <= pure["loss_initial"] and pure["mu_start"] is None
+    exact = align(src, world.tgt, "l1", options={"holdout": 0.0, "max_steps": 50, "mu_start": 1e-6})
+    exact_stats = exact.mapping.stats["stages"][0]
+    assert exact_stats["mu_start"] == 1e-6 and exact_stats["loss_final"] <= exact_stats["loss_initial"]
+    assert exact.mapping.version != align(src, world.tgt, "l1", options={"holdout": 0.0, "max_steps": 50}).mapping.version
     faithful = align(src, world.tgt, "l1", options={"l1": {"mode": "faithful", "max_steps": 5}}).mapping.stats["stages"][0]
     assert faithful["mode"] == "faithful" and "early_stopping" not in faithful and faithful["steps"] <= 5
     assert faithful["loss_final"] <= faithful["loss_initial"]
