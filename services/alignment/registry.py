@@ -108,7 +108,9 @@ def _fit_walip(X, Y, seeds, opts, progress) -> StageFit:
         res = walip_confident(X, Y, seeds, top_pairs=int(opts["top_pairs"]), max_iter=int(opts["confident_iters"]),
                               max_vocab=opts["confident_vocab"], knn=int(opts["knn"]), progress=progress)
         stats = {"variant": "confident", "seed_pairs": len(seeds), "iterations": len(res.validation_losses),
-                 "final_pairs": len(res.pairs), "history": res.history}
+                 "best_iteration": res.best_iteration + 1, "final_pairs": len(res.pairs), "history": res.history,
+                 # the returned map's iteration (the variant keeps the last fit; see walip_confident)
+                 "best_validation_loss": float(res.validation_losses[res.best_iteration])}
         return StageFit([TwoSidedLinearStage(res.W, res.Wz)], res.pairs, res.validation_losses, stats,
                         pairs_used=int(res.history[-1]["pairs_fit"]))
     res = walip_refine(X, Y, seeds, q_schedule=tuple(opts["q_schedule"]), k_schedule=tuple(opts["k_schedule"]),
