@@ -23,10 +23,18 @@ __all__ = ["SearchBatcher"]
 class SearchBatcher:
     """Coalesce concurrent ``index.search`` calls on the same (index, column) into one search."""
 
-    def __init__(self, max_batch: int = 256):
+    def __init__(self, max_batch: int = 256, max_concurrent: int | None = None):
         self.max_batch = int(max_batch)
+        # Searches in flight per key: one per core, so a small batch on one core does not leave the
+        # other idle while the next batch queues (measured: 16 clients alternated batches of 3 and 13).
+        if max_concurrent is None:
+            from services.serving.index import _cpu_threads
+
+            max_concurrent = _cpu_threads()
+        self.max_concurrent = max(1, int(max_concurrent))
         self._queues: dict[tuple[int, int | None], list[tuple[np.ndarray, int, asyncio.Future]]] = {}
         self._indexes: dict[tuple[int, int | None], Any] = {}
+        self._drains: dict[tuple[int, int | None], int] = {}
         self.batches = 0
         self.queries = 0
 
@@ -38,9 +46,12 @@ class SearchBatcher:
         if queue is None:
             self._queues[key] = [(query, k, future)]
             self._indexes[key] = index  # keeps id(index) unique while the key is live
-            asyncio.create_task(self._drain(key, column))
+            self._drains[key] = 0
         else:
             queue.append((query, k, future))
+        if self._drains[key] < self.max_concurrent:
+            self._drains[key] += 1
+            asyncio.create_task(self._drain(key, column))
         return await future
 
     async def _drain(self, key: tuple[int, int | None], column: int | None) -> None:
@@ -65,8 +76,11 @@ class SearchBatcher:
                     if not fut.done():  # a cancelled request (client gone) is skipped
                         fut.set_result((scores[j, :kj], rows[j, :kj]))
         finally:
-            del self._queues[key]
-            del self._indexes[key]
+            self._drains[key] -= 1
+            if self._drains[key] == 0:  # the last drain out; its queue is empty (no await since the check)
+                del self._queues[key]
+                del self._indexes[key]
+                del self._drains[key]
 
 
 def _timed_search(index: Any, Q: np.ndarray, k: int, column: int | None) -> tuple[np.ndarray, np.ndarray]:

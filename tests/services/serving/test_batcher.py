@@ -56,3 +56,32 @@ def test_a_failing_search_fails_every_waiter():
     results = asyncio.run(asyncio.wait_for(run(), 10))
     assert len(results) == 5 and all(isinstance(r, RuntimeError) for r in results)
     assert not batcher._queues and batcher.batches == 0
+
+
+def test_searches_in_flight_are_capped_per_key():
+    import threading
+    import time
+
+    class Slow:
+        def __init__(self):
+            self.active = self.peak = 0
+            self.lock = threading.Lock()
+
+        def search(self, Q, k, column):
+            with self.lock:
+                self.active += 1
+                self.peak = max(self.peak, self.active)
+            time.sleep(0.05)
+            with self.lock:
+                self.active -= 1
+            return Q[:, :k].copy(), np.tile(np.arange(k), (len(Q), 1))
+
+    index, batcher = Slow(), SearchBatcher(max_batch=4, max_concurrent=2)
+
+    async def run():
+        return await asyncio.gather(*(batcher.search(index, np.full(3, i, np.float32), 2, None) for i in range(20)))
+
+    out = asyncio.run(asyncio.wait_for(run(), 20))
+    assert index.peak == 2 and batcher.queries == 20 and batcher.batches == 5
+    assert [float(scores[0]) for scores, _ in out] == list(range(20))  # each waiter got its own row
+    assert not batcher._queues and not batcher._drains
