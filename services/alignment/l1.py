@@ -285,6 +285,8 @@ def l1_refine(
         raise InvalidInput(f"L1 refinement needs two aligned non-empty (p, d) arrays, got {A.shape} and {B.shape}")
     if int(patience) < 1:
         raise InvalidInput(f"L1 early-stopping patience must be >= 1, got {patience}")
+    if mu_start is not None and not float(mu_start) > 0:  # μ = 0 divides by zero residuals
+        raise InvalidInput(f"L1 mu_start must be > 0, got {mu_start}", detail={"field": "mu_start"})
     started = time.perf_counter()
     I = np.eye(A.shape[1])
     initial = l1_loss(A, B, I)

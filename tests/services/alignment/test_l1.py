@@ -151,5 +151,8 @@ def test_bad_arguments_are_rejected():
         l1_refine(A, B, patience=0)
     with pytest.raises(InvalidInput, match="holdout"):
         l1_refine(A, B, holdout=1.5)
+    for bad_mu in (0.0, -1e-3):
+        with pytest.raises(InvalidInput, match="mu_start"):
+            l1_refine(A, B, mu_start=bad_mu)
     with pytest.raises(InvalidInput):
         l1_refine(A, B[:, :3])
