@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.alignment.evaluation import bli_evaluate, gold_matrix
+from services.alignment.evaluation import bli_evaluate, gold_matrix, paired_comparison
 from services.errors import InvalidInput
 
 
@@ -45,6 +45,9 @@ def test_nn_metrics_hand_computed():
     assert m["p@10"] == pytest.approx(4 / 4)
     assert m["mrr"] == pytest.approx((1 / 2 + 1 / 5 + 1 / 6 + 1) / 4)
     assert m["coverage"] == pytest.approx(4 / 5)
+    assert "ranks" not in m
+    with_ranks = bli_evaluate(X, Y, test, retrieval="nn", n_oov_sources=1, return_ranks=True)
+    assert with_ranks["sources"].tolist() == [0, 1, 2, 3] and with_ranks["ranks"].tolist() == [2, 5, 6, 1]
 
 
 def test_csls_metrics_match_explicit_formula():
@@ -92,3 +95,21 @@ def test_bad_inputs():
         bli_evaluate(X, X, np.array([[0, 5]]))
     with pytest.raises(InvalidInput):
         bli_evaluate(X, X, np.array([[0, 0]]), retrieval="cosine")
+
+
+def test_paired_comparison_counts_won_and_lost_queries():
+    before = np.array([True] * 50 + [False] * 50)
+    after = before.copy()
+    after[50:58] = True  # 8 queries won, none lost
+    out = paired_comparison(before, after)
+    assert (out["won"], out["lost"], out["n_queries"]) == (8, 0, 100)
+    assert out["delta"] == pytest.approx(8.0)
+    assert out["p_sign"] == pytest.approx(2 * 0.5 ** 8)
+    assert 0 < out["ci_low"] < 8.0 < out["ci_high"] <= 16.0
+    balanced = after.copy()
+    balanced[:8] = False  # 8 won, 8 lost: no difference, an interval around 0
+    out = paired_comparison(before, balanced)
+    assert (out["won"], out["lost"], out["delta"], out["p_sign"]) == (8, 8, 0.0, 1.0)
+    assert out["ci_low"] < 0 < out["ci_high"]
+    with pytest.raises(InvalidInput):
+        paired_comparison(before, after[:10])

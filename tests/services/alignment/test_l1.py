@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from services.alignment.l1 import holdout_split, l1_loss, l1_refine, tangent_projection
+from services.alignment.l1 import holdout_split, l1_dictionary, l1_loss, l1_refine, tangent_projection
 from services.alignment.procrustes import orthogonality_error
 from services.errors import InvalidInput
 from tests.services.alignment.align_fixtures import random_rotation
@@ -156,3 +156,40 @@ def test_bad_arguments_are_rejected():
             l1_refine(A, B, mu_start=bad_mu)
     with pytest.raises(InvalidInput):
         l1_refine(A, B[:, :3])
+
+
+def _brute_reference_dictionary(XW, Y, max_vocab, knn):
+    """MUSE get_candidates (csls_knn, dico_max_rank) + S2T&T2S, written out with dense matrices."""
+    S = XW @ Y.T
+    r_src = np.sort(S, axis=1)[:, -knn:].mean(axis=1)
+    r_tgt = np.sort(S.T, axis=1)[:, -knn:].mean(axis=1)
+    csls = 2 * S - r_src[:, None] - r_tgt[None, :]
+    s2t = {(i, int(csls[i].argmax())) for i in range(min(max_vocab, len(XW)))}
+    t2s = {(int(csls[:, j].argmax()), j) for j in range(min(max_vocab, len(Y)))}
+    return {(i, j) for (i, j) in s2t & t2s if i < max_vocab and j < max_vocab}
+
+
+def test_reference_dictionary_equals_brute_force_muse_rule():
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((300, 8)).astype(np.float32)
+    Y = (X @ random_rotation(8, rng) + 0.6 * rng.standard_normal((300, 8))).astype(np.float32)
+    Y = Y[rng.permutation(300)]
+    X *= rng.uniform(0.5, 1.5, (300, 1)).astype(np.float32)  # rows used as given (inner products), as the reference
+    pairs = l1_dictionary(X, Y, max_vocab=120, knn=10)
+    expected = _brute_reference_dictionary(X.astype(np.float64), Y.astype(np.float64), 120, 10)
+    assert 10 < len(pairs) and {tuple(p) for p in pairs.tolist()} == expected
+    assert pairs[:, 0].max() < 120 and pairs[:, 1].max() < 120
+
+
+def test_reference_dictionary_drops_words_whose_neighbour_lies_beyond_the_cut():
+    # Source 0's true partner is target 3 (beyond a 3-word cut): the reference rule gives it no pair, the
+    # restricted rule (match inside the cut) pairs it with the best target inside, a wrong one.
+    d = 6
+    X = np.eye(d, dtype=np.float32)[:4]
+    Y = np.eye(d, dtype=np.float32)[[1, 2, 4, 0]]  # target 3 = source 0's direction; target 2 matches no source
+    ref = {tuple(p) for p in l1_dictionary(X, Y, max_vocab=3, knn=1).tolist()}
+    restricted = {tuple(p) for p in l1_dictionary(X, Y, max_vocab=3, knn=1, rule="restricted").tolist()}
+    assert ref == {(1, 0), (2, 1)}
+    assert (1, 0) in restricted and (2, 1) in restricted and (0, 2) in restricted
+    with pytest.raises(InvalidInput, match="dictionary rule"):
+        l1_dictionary(X, Y, rule="nope")

@@ -51,8 +51,16 @@ def test_procrustes_plus_instamap_runs_and_saves(world, tmp_path):
     np.testing.assert_array_equal(loaded.transform_source(world.src.vectors), m.transform_source(world.src.vectors))
 
 
-def test_walip_plus_l1_runs_with_early_stopping_by_default(world):
-    res = align(world.src, world.tgt, "walip+l1", options={"max_iter": 3})
+def test_l1_defaults_to_the_papers_flow(world):
+    res = align(world.src, world.tgt, "walip+l1", options={"max_iter": 3, "l1": {"max_steps": 20}})
+    l1 = res.mapping.stats["stages"][1]
+    assert l1["mode"] == "faithful" and l1["dictionary"] == "reference" and l1["rounds"] == 1
+    assert l1["steps"] <= 20 and l1["loss_final"] <= l1["loss_initial"] and l1["orthogonality_error"] <= 1e-5
+    assert "early_stopping" not in l1
+
+
+def test_walip_plus_l1_orthogonal_runs_with_early_stopping_by_default(world):
+    res = align(world.src, world.tgt, "walip+l1", options={"max_iter": 3, "l1": {"mode": "orthogonal"}})
     walip, l1 = res.mapping.stats["stages"]
     assert res.mapping.stats["seed"] == "identical"
     assert walip["method"] == "walip" and l1["method"] == "l1"
@@ -73,13 +81,14 @@ def test_l1_options_select_pure_minimisation_and_faithful_mode(world):
     from services.alignment.vectors import WordVectors
 
     src = WordVectors(world.src.words, XW.astype(np.float32))
-    pure = align(src, world.tgt, "l1", options={"holdout": 0.0, "max_steps": 50}).mapping.stats["stages"][0]
+    pure = align(src, world.tgt, "l1", options={"mode": "orthogonal", "holdout": 0.0, "max_steps": 50}).mapping.stats["stages"][0]
     assert pure["early_stopping"] is False and pure["holdout_pairs"] == 0 and pure["holdout_loss_final"] is None
     assert pure["loss_final"] <= pure["loss_initial"] and pure["mu_start"] is None
-    exact = align(src, world.tgt, "l1", options={"holdout": 0.0, "max_steps": 50, "mu_start": 1e-6})
+    exact = align(src, world.tgt, "l1", options={"mode": "orthogonal", "holdout": 0.0, "max_steps": 50, "mu_start": 1e-6})
     exact_stats = exact.mapping.stats["stages"][0]
     assert exact_stats["mu_start"] == 1e-6 and exact_stats["loss_final"] <= exact_stats["loss_initial"]
-    assert exact.mapping.version != align(src, world.tgt, "l1", options={"holdout": 0.0, "max_steps": 50}).mapping.version
+    assert exact.mapping.version != align(src, world.tgt, "l1", options={"mode": "orthogonal", "holdout": 0.0,
+                                                                        "max_steps": 50}).mapping.version
     faithful = align(src, world.tgt, "l1", options={"l1": {"mode": "faithful", "max_steps": 5}}).mapping.stats["stages"][0]
     assert faithful["mode"] == "faithful" and "early_stopping" not in faithful and faithful["steps"] <= 5
     assert faithful["loss_final"] <= faithful["loss_initial"]
@@ -140,3 +149,45 @@ def test_vecmap_plus_l1_moves_both_spaces_and_round_trips(world, tmp_path):
     loaded = Mapping.load(m.save(tmp_path / "v.npz"))
     assert loaded.version == m.version and loaded.dim == world.src.vectors.shape[1]
     np.testing.assert_array_equal(loaded.transform_target(world.tgt.vectors), Ym)
+
+
+def _rotated_away(world, angle):
+    """Source vectors mapped by the planted Q, then turned by ``angle`` in every coordinate plane: a poor start."""
+    d = world.Q.shape[0]
+    R = np.eye(d)
+    c, s = np.cos(angle), np.sin(angle)
+    for p in range(0, d - 1, 2):
+        R[p:p + 2, p:p + 2] = [[c, -s], [s, c]]
+    from services.alignment.vectors import WordVectors
+
+    return WordVectors(world.src.words, (world.src.vectors @ world.Q @ R).astype(np.float32))
+
+
+def test_l1_rounds_reinduce_the_dictionary_until_it_stops_changing():
+    world = planted_world(n=400, d=16, noise=0.5, seed=21, identical_fraction=0.1)
+    src = _rotated_away(world, 0.6)
+    before = nn_accuracy(src.vectors, world.tgt.vectors, world.gold)
+    opts = {"mode": "orthogonal", "holdout": 0.0, "mu_start": 1e-6, "max_vocab": 300}
+    one = align(src, world.tgt, "l1", options={**opts, "rounds": 1}).mapping
+    many = align(src, world.tgt, "l1", options={**opts, "rounds": 4}).mapping
+    s1, s4 = one.stats["stages"][0], many.stats["stages"][0]
+    assert s1["rounds"] == 1 and len(s1["round_stats"]) == 1 and s1["dictionary"] == "reference"
+    assert 2 <= s4["rounds"] <= 4 and len(s4["round_stats"]) == s4["rounds"]
+    assert s4["round_stats"][0]["pairs"] == s1["pairs"] < s4["pairs"]  # refined mapping induces more pairs
+    assert s4["steps"] == sum(r["steps"] for r in s4["round_stats"])
+    acc1 = nn_accuracy(one.transform_source(src.vectors), world.tgt.vectors, world.gold)
+    acc4 = nn_accuracy(many.transform_source(src.vectors), world.tgt.vectors, world.gold)
+    assert before < 0.7 < acc1 <= acc4
+    M = many.stages[0].W
+    np.testing.assert_allclose(M.T @ M, np.eye(16), atol=1e-6)
+    if s4["rounds"] < 4:  # stopped early: at a fixed point, the final mapping induces the final dictionary again
+        from services.alignment.l1 import l1_dictionary
+
+        again = l1_dictionary(many.transform_source(src.vectors), world.tgt.vectors, max_vocab=300)
+        assert len(again) == s4["pairs"]
+
+
+@pytest.mark.parametrize("bad", [{"rounds": 0}, {"dictionary": "nope"}])
+def test_l1_rejects_bad_rounds_and_dictionary_rule(world, bad):
+    with pytest.raises(InvalidInput):
+        align(world.src, world.tgt, "l1", options=bad)
