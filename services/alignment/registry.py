@@ -43,6 +43,8 @@ class Aligner:
     defaults: dict[str, Any]
     needs_seeds: bool = True
     description: str = ""
+    # Checks resolved option values before any work (a job submission is rejected with 422, not failed later).
+    check: Callable[[dict], None] | None = None
 
 
 @dataclass
@@ -137,13 +139,22 @@ def _fit_instamap(X, Y, seeds, opts, progress) -> StageFit:
                     pairs_used=len(pairs))
 
 
+def _check_l1(opts: dict) -> None:
+    for key, allowed in (("mode", ("faithful", "orthogonal")), ("dictionary", ("reference", "restricted"))):
+        if opts[key] not in allowed:
+            raise InvalidInput(f"unknown L1 {key} {opts[key]!r}; use one of {list(allowed)}",
+                               detail={"field": f"options.{key}", "known": list(allowed)})
+    rounds = opts["rounds"]
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise InvalidInput(f"L1 rounds must be an integer >= 1, got {rounds!r}", detail={"field": "options.rounds"})
+
+
 def _fit_l1(X, Y, seeds, opts, progress) -> StageFit:
     from services.alignment.l1 import l1_dictionary, l1_loss, l1_refine
     from services.alignment.procrustes import orthogonality_error
 
-    rounds = int(opts["rounds"])
-    if rounds < 1:
-        raise InvalidInput(f"L1 rounds must be >= 1, got {rounds}", detail={"field": "rounds"})
+    _check_l1(opts)
+    rounds = opts["rounds"]
     M = np.eye(X.shape[1])
     XM, pairs, results, per_round = X, None, [], []
     for round_ in range(rounds):
@@ -209,7 +220,7 @@ ALIGNERS: dict[str, Aligner] = {
                                   "holdout": 0.2, "patience": 10, "holdout_seed": 0,
                                   # None: smoothing continuation from μ = median|r|/2; 1e-6: exact l1 from step 1
                                   "mu_start": None},
-                  needs_seeds=False,
+                  needs_seeds=False, check=_check_l1,
                   description="L1 refinement on mutual CSLS pairs (the paper's flow; mode=orthogonal: Cayley descent, held-out early stopping unless holdout=0)"),
 }
 
@@ -254,6 +265,8 @@ def _stage_options(names: list[str], options: dict | None) -> tuple[list[dict], 
             raise InvalidInput(f"unknown option(s) {bad} for {n!r}; known: {sorted(defaults)}",
                                detail={"field": f"options.{n}", "unknown": bad, "known": sorted(defaults)})
         resolved.append({**defaults, **{k: v for k, v in options.items() if k in defaults}, **sub})
+        if ALIGNERS[n].check is not None:
+            ALIGNERS[n].check(resolved[-1])
     return resolved, {**GLOBAL_DEFAULTS, **global_opts}
 
 

@@ -168,6 +168,10 @@ def test_registry_method_runs_end_to_end(open_api, light_worker):
         assert done["evaluation"]["p@1"] > 0.9 and done["result"]["dictionary_pairs"] > 250
         r = client.post("/v1/alignments", json={**body, "options": {"no_such_option": 1}})
         assert r.status_code == 422 and r.json()["error"]["detail"]["field"] == "options"
+        r = client.post("/v1/alignments", json={**body, "method": "procrustes+l1", "options": {"rounds": 0}})
+        assert r.status_code == 422 and r.json()["error"]["detail"]["field"] == "options.rounds"
+        r = client.post("/v1/alignments", json={**body, "method": "procrustes+l1", "options": {"l1": {"mode": "fast"}}})
+        assert r.status_code == 422 and r.json()["error"]["detail"]["field"] == "options.mode"
 
 
 def test_concurrent_identical_submissions_make_one_job(open_api, light_worker):
