@@ -153,8 +153,7 @@ def _fit_l1(X, Y, seeds, opts, progress) -> StageFit:
     from services.alignment.l1 import l1_dictionary, l1_loss, l1_refine
     from services.alignment.procrustes import orthogonality_error
 
-    _check_l1(opts)
-    rounds = opts["rounds"]
+    rounds = opts["rounds"]  # values checked by _check_l1 when the options were resolved
     M = np.eye(X.shape[1])
     XM, pairs, results, per_round = X, None, [], []
     for round_ in range(rounds):
