@@ -1,6 +1,6 @@
 """Job overhead: submit latency, submit-to-start latency, status-poll latency, cached resubmission.
 
-Starts a real embedded Redis and one real Celery worker (``python -m services.jobs.worker``, prefork,
+Starts a real embedded Redis and one real Celery worker (``vislex worker``, prefork,
 concurrency 1), and the API in-process (FastAPI TestClient, lifespan included). The alignment work
 itself is made negligible (Procrustes on two synthetic 2,000 x 64 spaces with a 200-pair seed
 dictionary) so the numbers measure the job machinery, not the numerics; ../shared/data is not
@@ -71,7 +71,7 @@ def main() -> None:
     env = {**os.environ, "VISLEX_REDIS_URL": url, "VISLEX_DATA_DIR": str(tmp / "data"),
            "VISLEX_WORKER_QUEUES": "light,heavy", "VISLEX_WORKER_CONCURRENCY": "1",
            "VISLEX_JOB_HEARTBEAT_S": "1", "VISLEX_LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT)}
-    worker = subprocess.Popen([sys.executable, "-m", "services.jobs.worker"], cwd=ROOT, env=env,
+    worker = subprocess.Popen([sys.executable, "-m", "vislex.cli", "worker"], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     results: dict = {"device": "cpu", "vocab": n, "dim": d, "jobs": args.jobs}
     try:

@@ -89,7 +89,8 @@ def worker(
     configure_logging(settings.log_level, settings.log_json)
     run_worker(settings.redis_url, queues=queues or settings.worker_queues,
                concurrency=concurrency or settings.worker_concurrency, data_dir=settings.data_dir,
-               time_limit_s=settings.job_time_limit_s, loglevel=settings.log_level)
+               time_limit_s=settings.job_time_limit_s, loglevel=settings.log_level,
+               heartbeat_s=settings.job_heartbeat_s, settings_loader=load_settings)
 
 
 @app.command()

@@ -18,12 +18,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import redis
 
-from services.errors import Cancelled, InvalidInput, TimeLimitExceeded, VislexError
+from services.errors import Cancelled, InvalidInput, TimeLimitExceeded, Unavailable, VislexError
 from services.jobs import methods
 from services.jobs.spaces import load_space
 from services.jobs.store import JobStore
@@ -137,14 +137,10 @@ def _lang(side: dict[str, Any]) -> str:
 class _FingerprintSetup:
     """What ``seed=fingerprints`` needs, checked before any word space is loaded (fail fast, never fall back)."""
 
-    def __init__(self, spec: dict[str, Any], settings: Any = None, clip_pool: Any = None):
+    def __init__(self, spec: dict[str, Any], settings: Any, clip_pool: Any = None):
         from services.vision import config as vc
         from services.vision.walip_pipeline import FingerprintOptions
 
-        if settings is None:
-            from app.settings import load_settings
-
-            settings = load_settings()
         self.src_lang, self.tgt_lang = _lang(spec["src"]), _lang(spec["tgt"])
         self.images_dir = vc.check_images_dir(getattr(settings, "images_dir", None))
         opts = dict((spec.get("options") or {}).get(FINGERPRINT_OPTIONS) or {})
@@ -159,7 +155,7 @@ class _FingerprintSetup:
 
     def pivots(self, src, tgt, progress) -> tuple[np.ndarray, dict[str, Any]]:
         """WALIP step 1 (methods.md): fingerprint pivot pairs, as seed pairs for step 2."""
-        from services.errors import NotFound, Unavailable
+        from services.errors import NotFound
         from services.vision.config import IMAGES_UNAVAILABLE
         from services.vision.walip_pipeline import compute_pivots
 
@@ -277,10 +273,11 @@ def publish_mapping(client: redis.Redis, src: str, tgt: str, info: dict[str, Any
 
 def run_alignment_job(client: redis.Redis, job_id: str, attempt: int, *, artifacts_dir: Path,
                       heartbeat_s: float, max_retries: int = 1, settings: Any = None,
+                      settings_loader: Callable[[], Any] | None = None,
                       clip_pool: Any = None) -> dict[str, Any]:
     """Task body: returns a small summary for Celery's result backend (the job state lives in the store).
 
-    ``settings`` (default: :func:`app.settings.load_settings`, read only for ``seed=fingerprints``)
+    ``settings`` (or, when absent, ``settings_loader()``; read only for ``seed=fingerprints``)
     supply the image folder, the CLIP per language and the prompt templates; ``clip_pool``
     replaces the pool built from them (tests, embedding callers).
     """
@@ -303,6 +300,11 @@ def run_alignment_job(client: redis.Redis, job_id: str, attempt: int, *, artifac
         fingerprints = None
         if spec["seed"] == "fingerprints":
             reporter("clip", 0, 1, {})
+            if settings is None:
+                if settings_loader is None:
+                    raise Unavailable("no settings for a fingerprint seed (images, CLIP): start workers with "
+                                      "`vislex worker`", code="settings_unavailable")
+                settings = settings_loader()
             fingerprints = _FingerprintSetup(spec, settings, clip_pool)  # fails fast: no CLIP, no images
             reporter("clip", 1, 1, {})
         reporter("loading", 0, 2, {})

@@ -1,4 +1,4 @@
-"""The Celery worker entry point: ``run_worker(...)`` (called by ``vislex worker``) and ``python -m services.jobs.worker``.
+"""The Celery worker: ``run_worker(...)``, started by ``vislex worker`` (the one process entry point).
 
 Prefork pool; nothing heavy is loaded in the parent. Each pool process sets itself up in
 ``worker_process_init`` (own Redis connection, dies with its parent, plugin imports) and
@@ -17,7 +17,7 @@ import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import redis
 from celery.signals import worker_process_init, worker_ready
@@ -28,6 +28,11 @@ from services.jobs.celery_app import celery_app, configure
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+
+# Settings belong to the process entry (``vislex worker`` builds them from app.settings);
+# the domain never imports app/. Forked pool processes inherit the loader.
+SettingsLoader = Callable[[], Any]
+_SETTINGS_LOADER: SettingsLoader | None = None
 
 
 @dataclass
@@ -42,6 +47,15 @@ class WorkerContext:
     @property
     def artifacts_dir(self) -> Path:
         return self.data_dir / "artifacts"
+
+    def load_settings(self) -> Any:
+        """This deployment's settings, read fresh per call (a job sees the configuration of its time)."""
+        from services.errors import Unavailable
+
+        if _SETTINGS_LOADER is None:
+            raise Unavailable("this worker was started without settings; start workers with `vislex worker`",
+                              code="settings_unavailable")
+        return _SETTINGS_LOADER()
 
     @property
     def redis(self) -> redis.Redis:
@@ -106,9 +120,14 @@ def _reap_at_start(**_: object) -> None:
 
 def run_worker(redis_url: str, *, queues: str = "light,heavy", concurrency: int = 1,
                data_dir: str | Path | None = None, time_limit_s: int = 3600, heartbeat_s: float | None = None,
-               loglevel: str = "info", imports: Sequence[str] = (), hostname: str | None = None) -> None:
-    """Run a Celery worker (prefork pool) consuming ``queues`` until stopped (SIGTERM = warm shutdown)."""
-    global _CONTEXT
+               loglevel: str = "info", imports: Sequence[str] = (), hostname: str | None = None,
+               settings_loader: SettingsLoader | None = None) -> None:
+    """Run a Celery worker (prefork pool) consuming ``queues`` until stopped (SIGTERM = warm shutdown).
+
+    ``settings_loader`` builds the deployment's settings for jobs that need them (``seed=fingerprints``:
+    images, CLIP per language, prompt templates).
+    """
+    global _CONTEXT, _SETTINGS_LOADER
     if not redis_url:
         raise ValueError("the worker needs the API's Redis: set VISLEX_REDIS_URL")
     if data_dir is None:
@@ -125,6 +144,7 @@ def run_worker(redis_url: str, *, queues: str = "light,heavy", concurrency: int 
         vislex_heartbeat_s=float(heartbeat_s), vislex_imports=list(imports) + env_imports,
     )
     _CONTEXT = None
+    _SETTINGS_LOADER = settings_loader
     import services.jobs.tasks  # noqa: F401  (registers the task names in this process)
 
     celery_app.worker_main([
@@ -169,24 +189,3 @@ def ping_main(redis_url: str, *, timeout: float = 2.0, any_host: bool = False) -
     print("ok: " + " ".join(names))
     return 0
 
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m services.jobs.worker [--ping [--any-host]]``: configuration from VISLEX_* environment variables."""
-    env = os.environ
-    args = list(sys.argv[1:] if argv is None else argv)
-    if "--ping" in args:
-        sys.exit(ping_main(env.get("VISLEX_REDIS_URL", ""), timeout=float(env.get("VISLEX_PING_TIMEOUT_S", "2")),
-                           any_host="--any-host" in args))
-    run_worker(
-        env.get("VISLEX_REDIS_URL", ""),
-        queues=env.get("VISLEX_WORKER_QUEUES", "light,heavy"),
-        concurrency=int(env.get("VISLEX_WORKER_CONCURRENCY", "1")),
-        data_dir=env.get("VISLEX_DATA_DIR", ".vislex"),
-        time_limit_s=int(env.get("VISLEX_JOB_TIME_LIMIT_S", "3600")),
-        heartbeat_s=float(env.get("VISLEX_JOB_HEARTBEAT_S", "5")),
-        loglevel=env.get("VISLEX_LOG_LEVEL", "info"),
-    )
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """Alignment jobs over HTTP with real Celery worker processes and a real Redis.
 
-Workers run ``python -m services.jobs.worker`` (the ``vislex worker`` entry) with the
+Workers run ``vislex worker`` (as ``python -m vislex.cli worker``) with the
 test aligner plugin ``tests/services/jobs/plugin_aligners.py`` (Procrustes whose iteration
 count and pace the test controls), in their own process groups, killed at teardown.
 """

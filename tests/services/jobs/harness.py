@@ -21,7 +21,7 @@ def jobs_redis_db_url(url: str, db: int) -> str:
 
 
 class WorkerProcess:
-    """``python -m services.jobs.worker`` (what ``vislex worker`` runs) in its own process group."""
+    """``vislex worker`` (as ``python -m vislex.cli worker``) in its own process group."""
 
     def __init__(self, redis_url: str, data_dir: Path, *, queues: str = "light", concurrency: int = 1,
                  heartbeat_s: float = 0.5, log_path: Path | None = None):
@@ -34,7 +34,7 @@ class WorkerProcess:
         })
         self.log_path = log_path
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen([sys.executable, "-m", "services.jobs.worker"], cwd=REPO_ROOT, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "vislex.cli", "worker"], cwd=REPO_ROOT, env=env,
                                      stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         if log_path:
             out.close()

@@ -121,6 +121,29 @@ def test_fingerprint_seed_recovers_planted_pairs(jobs_redis, tmp_path, planted):
         svc.close()
 
 
+def test_settings_come_from_the_loader_and_are_required(jobs_redis, tmp_path, tiny):
+    """Workers pass a settings loader (``vislex worker``); without settings a fingerprint job fails clearly."""
+    svc, sent = _service(jobs_redis, tmp_path, tiny["spaces"])
+    try:
+        svc.submit({"src": "en", "tgt": "fr", "method": "walip", "seed": "fingerprints"})
+        out, job, _ = _run(jobs_redis, svc, sent, tmp_path)
+        assert out["state"] == "failed" and job.error["code"] == "settings_unavailable", job.error
+        assert "vislex worker" in job.error["message"]
+
+        calls = []
+
+        def loader():
+            calls.append(1)
+            return Settings(data_dir=tmp_path / "data", images_dir=None)
+
+        svc.submit({"src": "en", "tgt": "fr", "method": "walip", "seed": "fingerprints"})
+        out, job, _ = _run(jobs_redis, svc, sent, tmp_path, settings_loader=loader)
+        # the loader's settings were used: they name no image set, so the job fails on that, not on settings
+        assert calls == [1] and out["state"] == "failed" and job.error["code"] == "images_unavailable"
+    finally:
+        svc.close()
+
+
 def test_no_image_set_fails_even_where_identical_strings_would_work(jobs_redis, tmp_path, tiny):
     """Same words on both sides: a silent fallback to identical strings would succeed; this must fail."""
     spaces = {"en": tiny["spaces"]["en"], "fr": str(write_npy_space(tmp_path / "sp", "fr", EN, np.eye(10, 6)))}
