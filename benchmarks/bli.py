@@ -5,8 +5,9 @@ supervised Procrustes, Procrustes+InstaMap, the multi-step framework of VecMap `
 (``vecmap``) and VecMap+InstaMap on the MUSE 0-5000 train split; unsupervised WALIP
 step 2 seeded by identical strings: the default ``confident`` variant (mutual top-2,000 CSLS pairs + seeds,
 multi-step fits) and the paper's loop with robust and with plain Procrustes; InstaMap alone on the
-train split; then L1 refinement on top of each of those: the paper-faithful flow, and the exactly-orthogonal
-Cayley mode three ways: with held-out early stopping (its default: 80/20 fit/holdout split of the induced
+train split; then L1 refinement on top of each of those: the paper-faithful flow, the same flow integrated
+with exactly orthogonal Cayley steps to the reference's horizon (``mode=flow``, no drift stop), and the
+Cayley descent mode three ways: with held-out early stopping (its default: 80/20 fit/holdout split of the induced
 dictionary, patience 10), as pure minimisation of the exact l1 from the first step (``mu_start=1e-6``),
 and the same with the dictionary re-induced once (``rounds=2``). L1 runs on VecMap's output as VecMap
 writes it (x Wx, z Wz, not re-normalised), as the authors' L1 code reads it; the dictionary follows the
@@ -68,9 +69,10 @@ def _fit_row(src, tgt, method, seeds, options, test, n_oov):
 
 
 def _l1_variants(args) -> list[tuple[str, dict]]:
-    """(label, l1 options): the paper-faithful flow, then the orthogonal mode: its default (held-out early
-    stopping), exact-l1 minimisation on the reference dictionary, and the same with dictionary re-induction."""
+    """(label, l1 options): the paper-faithful flow, the flow on O(d) (Cayley steps), then the Cayley descent:
+    its default (held-out early stopping), exact-l1 minimisation, and the same with dictionary re-induction."""
     variants = [] if args.skip_faithful else [("faithful", {"mode": "faithful"})]
+    variants.append(("orthogonal flow", {"mode": "flow"}))
     variants.append(("orthogonal, early stop", {"mode": "orthogonal", "holdout": args.l1_holdout,
                                                  "patience": args.l1_patience}))
     variants.append(("orthogonal, exact l1", {"mode": "orthogonal", "holdout": 0.0, "mu_start": 1e-6}))

@@ -172,6 +172,9 @@ def test_registry_method_runs_end_to_end(open_api, light_worker):
         assert r.status_code == 422 and r.json()["error"]["detail"]["field"] == "options.rounds"
         r = client.post("/v1/alignments", json={**body, "method": "procrustes+l1", "options": {"l1": {"mode": "fast"}}})
         assert r.status_code == 422 and r.json()["error"]["detail"]["field"] == "options.mode"
+        r = client.post("/v1/alignments", json={**body, "method": "procrustes+l1",
+                                                "options": {"l1": {"mode": "flow", "stride": "2"}}})
+        assert r.status_code == 422 and r.json()["error"]["detail"]["field"] == "options.stride"
 
 
 def test_concurrent_identical_submissions_make_one_job(open_api, light_worker):

@@ -1,7 +1,5 @@
 """L1 refinement (methods.md, "L1 refinement"): monotone loss, orthogonality, tangent projection, stopping rules."""
 
-import warnings
-
 import numpy as np
 import pytest
 
@@ -44,9 +42,7 @@ def test_tangent_projection_lands_in_the_tangent_space():
 
 def test_faithful_flow_never_raises_the_loss_and_stays_orthogonal():
     A, B = _noisy_pairs(n=1000, d=16)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = l1_refine(A, B, mode="faithful", max_steps=40)
+    res = l1_refine(A, B, mode="faithful", max_steps=40)
     assert res.steps == 40 and res.stop_reason == "max_steps"
     assert np.all(np.diff(res.history) <= 0)
     assert res.loss_final <= res.loss_initial
@@ -57,15 +53,56 @@ def test_faithful_flow_never_raises_the_loss_and_stays_orthogonal():
 def test_faithful_flow_stops_on_orthogonality_drift_and_keeps_the_last_accepted_m():
     # The tangent flow leaves O(d) slowly (integration error); with a tight bound the drift rule ends it.
     A, B = _noisy_pairs(n=2000, d=16)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = l1_refine(A, B, mode="faithful", max_orth_error=1e-8, max_steps=300)
+    res = l1_refine(A, B, mode="faithful", max_orth_error=1e-8, max_steps=300)
     assert res.stop_reason == "orthogonality_drift"
     assert 1 < res.steps < 300
     assert res.orthogonality_error <= 1e-8  # the drifted M was rejected
     assert res.loss_final < res.loss_initial
     assert len(res.history) == res.steps + 1
     assert res.loss_final == pytest.approx(res.history[-1])
+
+
+def test_flow_follows_the_faithful_path_while_that_one_stays_orthogonal():
+    """mode=flow integrates the same vector field: its first steps land where the reference's ODE solver does."""
+    A, B = _noisy_pairs(n=1000, d=16)
+    ref = l1_refine(A, B, mode="faithful", max_steps=30)
+    flow = l1_refine(A, B, mode="flow", max_steps=30, stride=1)
+    assert ref.steps == flow.steps == 30
+    moved = np.abs(ref.M - np.eye(16)).max()
+    assert moved > 1e-5  # the paths went somewhere
+    assert np.abs(flow.M - ref.M).max() < 0.05 * moved
+    np.testing.assert_allclose(flow.history, ref.history, rtol=1e-4)
+
+
+def test_flow_keeps_descending_past_the_drift_stop_with_m_orthogonal():
+    A, B = _noisy_pairs(n=2000, d=16)
+    ref = l1_refine(A, B, mode="faithful", max_orth_error=1e-8, max_steps=300)
+    assert ref.stop_reason == "orthogonality_drift"
+    flow = l1_refine(A, B, mode="flow", max_steps=300, stride=1)
+    assert flow.steps > ref.steps and flow.loss_final < ref.loss_final
+    assert flow.orthogonality_error < 1e-12
+    assert np.all(np.diff(flow.history) < 0) and flow.loss_final == pytest.approx(l1_loss(A, B, flow.M), rel=1e-6)
+
+
+def test_flow_stride_covers_the_same_time_in_fewer_steps():
+    A, B = _noisy_pairs(n=1000, d=16)
+    fine = l1_refine(A, B, mode="flow", max_steps=200, stride=1)
+    coarse = l1_refine(A, B, mode="flow", max_steps=200, stride=10)
+    assert fine.steps == 200 and coarse.steps == 20  # same horizon: 200 reference steps of ODE time
+    moved = np.abs(fine.M - np.eye(16)).max()
+    assert np.abs(coarse.M - fine.M).max() < 0.1 * moved
+    assert coarse.orthogonality_error < 1e-12
+
+
+def test_flow_stops_when_a_step_improves_too_little():
+    # A planted exact rotation: the flow reaches the l1 minimum (0) and the next step cannot improve enough.
+    rng = np.random.default_rng(2)
+    A = rng.standard_normal((300, 6))
+    R = _plane_rotation(6, 0.2)
+    res = l1_refine(A, A @ R, mode="flow", dt=1e-5, max_steps=5000, stride=1)
+    assert res.stop_reason in ("no_improvement", "loss_increased") and 20 < res.steps < 5000
+    assert res.loss_final < 0.05 * res.loss_initial
+    assert abs(_angle(res.M) - 0.2) < 0.01
 
 
 @pytest.mark.parametrize("mu_start", [None, 1e-6])  # smoothing continuation / exact l1 from step 1
@@ -147,6 +184,9 @@ def test_bad_arguments_are_rejected():
     A, B = _noisy_pairs(n=20, d=4)
     with pytest.raises(InvalidInput, match="mode"):
         l1_refine(A, B, mode="fast")
+    for bad_stride in (0, 1.5, True):
+        with pytest.raises(InvalidInput, match="stride"):
+            l1_refine(A, B, mode="flow", stride=bad_stride)
     with pytest.raises(InvalidInput, match="patience"):
         l1_refine(A, B, patience=0)
     with pytest.raises(InvalidInput, match="holdout"):

@@ -92,6 +92,12 @@ def test_l1_options_select_pure_minimisation_and_faithful_mode(world):
     faithful = align(src, world.tgt, "l1", options={"l1": {"mode": "faithful", "max_steps": 5}}).mapping.stats["stages"][0]
     assert faithful["mode"] == "faithful" and "early_stopping" not in faithful and faithful["steps"] <= 5
     assert faithful["loss_final"] <= faithful["loss_initial"]
+    flow = align(src, world.tgt, "l1", options={"l1": {"mode": "flow", "max_steps": 40, "stride": 4}}).mapping.stats["stages"][0]
+    assert flow["mode"] == "flow" and flow["stride"] == 4 and flow["steps"] <= 10
+    assert flow["loss_final"] < flow["loss_initial"] and flow["orthogonality_error"] < 1e-12
+    with pytest.raises(InvalidInput) as err:
+        align(src, world.tgt, "l1", options={"mode": "flow", "stride": 0})
+    assert err.value.detail["field"] == "options.stride"
 
 
 def _write_npz(path, **arrays):
