@@ -114,7 +114,7 @@ def l1_dictionary(
     ``max_vocab`` and matches inside them (more pairs, noisier: 4,152 there). Rows are used as given
     (inner products), as the reference does.
     """
-    from services.alignment.retrieval import csls_neighbourhoods, csls_topk, mutual_nn
+    from services.alignment.retrieval import csls_topk, knn_mean_similarity, mutual_nn
 
     if rule == "restricted":
         pairs, _ = mutual_nn(XW, Y, retrieval="csls", knn=knn, max_src=max_vocab, max_tgt=max_vocab)
@@ -125,7 +125,8 @@ def l1_dictionary(
     if len(XW) == 0 or len(Y) == 0:
         return np.zeros((0, 2), dtype=np.int64)
     n_src, n_tgt = min(max_vocab, len(XW)), min(max_vocab, len(Y))
-    r_src, r_tgt = csls_neighbourhoods(XW, Y, knn)  # r_T(x) for every source word, r_S(y) for every target word
+    r_src = knn_mean_similarity(XW, Y, knn)  # r_T(x) for every source word
+    r_tgt = knn_mean_similarity(Y, XW, knn)  # r_S(y) for every target word
     _, fwd = csls_topk(XW[:n_src], Y, 1, r_tgt, r_src[:n_src])
     _, bwd = csls_topk(Y[:n_tgt], XW, 1, r_src, r_tgt[:n_tgt])
     fwd = fwd[:, 0]

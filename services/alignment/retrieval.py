@@ -20,7 +20,6 @@ from services.errors import InvalidInput
 __all__ = [
     "QUERY_CHUNK_ROWS",
     "available_threads",
-    "csls_neighbourhoods",
     "csls_topk",
     "knn_mean_similarity",
     "mutual_nn",
@@ -178,42 +177,6 @@ def knn_mean_similarity(
     return scores.mean(axis=1, dtype=np.float64).astype(np.float32)
 
 
-def csls_neighbourhoods(
-    X: np.ndarray, Y: np.ndarray, k: int = 10, *, backend: str = "auto", chunk_rows: int = QUERY_CHUNK_ROWS
-) -> tuple[np.ndarray, np.ndarray]:
-    """(r_T(x) per row of X, r_S(y) per row of Y) of CSLS (methods.md) from one sweep over X Yᵀ.
-
-    Equals ``(knn_mean_similarity(X, Y, k), knn_mean_similarity(Y, X, k))`` at half the matrix products:
-    each chunk of X·Yᵀ gives its rows' top-k and updates a running top-k per column (k × |Y| values).
-    Runs on torch (GPU when present); ``backend="faiss"`` falls back to the two FAISS searches.
-    """
-    _check_pair(X, Y)
-    n, m = X.shape[0], Y.shape[0]
-    if n == 0 or m == 0:
-        raise InvalidInput("cannot compute neighbourhood similarity against an empty set")
-    backend = _resolve_backend(backend)
-    if backend == "faiss":
-        return (knn_mean_similarity(X, Y, k, backend=backend, chunk_rows=chunk_rows),
-                knn_mean_similarity(Y, X, k, backend=backend, chunk_rows=chunk_rows))
-    import torch
-
-    kx, ky = min(int(k), m), min(int(k), n)
-    device = torch.device("cuda" if backend == "torch" and torch.cuda.is_available() else "cpu")
-    rows = max(1, min(chunk_rows, _MAX_CHUNK_ELEMENTS // m))
-    Yt = torch.from_numpy(_as_f32(Y)).to(device)
-    r_x = np.empty(n, dtype=np.float32)
-    col_top = torch.full((ky, m), -torch.inf, device=device)
-    with torch.no_grad():
-        for start in range(0, n, rows):
-            sim = torch.from_numpy(_as_f32(X[start : start + rows])).to(device) @ Yt.T
-            r_x[start : start + len(sim)] = torch.topk(sim, kx, dim=1).values.double().mean(dim=1).cpu().numpy()
-            # the column top-k of this chunk, merged with the running one (a transposed copy keeps topk contiguous)
-            chunk_top = torch.topk(sim.T.contiguous(), min(ky, len(sim)), dim=1).values.T
-            col_top = torch.topk(torch.cat([col_top, chunk_top]), ky, dim=0).values
-    r_y = col_top.double().mean(dim=0).cpu().numpy().astype(np.float32)
-    return r_x, r_y
-
-
 def csls_topk(
     Q: np.ndarray,
     T: np.ndarray,
@@ -261,8 +224,8 @@ def mutual_nn(
     if len(Xs) == 0 or len(Ys) == 0:
         return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.float32)
     if retrieval == "csls":
-        # r_T(x): x's neighbourhood among targets; r_S(y): y's among sources
-        r_src, r_tgt = csls_neighbourhoods(Xs, Ys, knn, backend=backend)
+        r_src = knn_mean_similarity(Xs, Ys, knn, backend=backend)  # r_T(x): x's neighbourhood among targets
+        r_tgt = knn_mean_similarity(Ys, Xs, knn, backend=backend)  # r_S(y): y's neighbourhood among sources
         fwd_s, fwd = csls_topk(Xs, Ys, 1, r_tgt, r_src, backend=backend)
         _, bwd = csls_topk(Ys, Xs, 1, r_src, r_tgt, backend=backend)
     else:

@@ -90,7 +90,7 @@ def csls_match(
     Returns dict with ``pairs`` (p, 2), ``scores`` (p,), ``top1`` (n,) best target per source,
     ``top1_scores``, ``threshold`` and ``threshold_mode``.
     """
-    from services.alignment.retrieval import csls_neighbourhoods, csls_topk
+    from services.alignment.retrieval import csls_topk, knn_mean_similarity
 
     if threshold not in ("all", "topk"):
         raise InvalidInput(f"unknown threshold mode {threshold!r}; use 'all' or 'topk'")
@@ -98,7 +98,8 @@ def csls_match(
         raise InvalidInput(f"quantile q must be in [0, 1], got {q}")
     Xs, Ys = _unit(XW), _unit(Y)
     knn_eff = min(knn, len(Xs), len(Ys))
-    r_src, r_tgt = csls_neighbourhoods(Xs, Ys, knn_eff)  # r_T(x), r_S(y)
+    r_src = knn_mean_similarity(Xs, Ys, knn_eff)  # r_T(x)
+    r_tgt = knn_mean_similarity(Ys, Xs, knn_eff)  # r_S(y)
     k = int(max(1, min(k, len(Ys))))
     scores, idx = csls_topk(Xs, Ys, k, r_tgt, r_src)
     if q <= 0:

@@ -139,7 +139,8 @@ def csls_threshold_matching(Fs: np.ndarray, Ft: np.ndarray, *, q: float = 0.5, k
     if len(Fs) == 0 or len(Ft) == 0:
         return MatchResult(np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.float32), float("nan"))
     k = min(k, len(Ft))
-    r_src, r_tgt = retrieval.csls_neighbourhoods(Fs, Ft, knn)  # r_T(x), r_S(y); k capped by each side's size
+    r_src = retrieval.knn_mean_similarity(Fs, Ft, min(knn, len(Ft)))  # r_T(x)
+    r_tgt = retrieval.knn_mean_similarity(Ft, Fs, min(knn, len(Fs)))  # r_S(y)
     scores, idx = retrieval.csls_topk(Fs, Ft, k, r_target=r_tgt, r_query=r_src)
     if variant == "paper":
         thr = csls_all_scores_quantile(Fs, Ft, r_src.astype(np.float32), r_tgt.astype(np.float32), q)

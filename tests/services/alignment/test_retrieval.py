@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from services.alignment.retrieval import (
-    csls_neighbourhoods,
     csls_topk,
     knn_mean_similarity,
     mutual_nn,
@@ -46,27 +45,6 @@ def test_nn_topk_matches_brute_force(spaces, backend):
 def test_knn_mean_similarity(spaces, backend):
     Q, T = spaces
     np.testing.assert_allclose(knn_mean_similarity(Q, T, 10, backend=backend), brute_knn_mean(Q, T, 10), atol=1e-5)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("k", [1, 10])
-def test_csls_neighbourhoods_one_sweep_equals_both_searches(spaces, backend, k):
-    Q, T = spaces
-    # chunks of 50 rows: the running column top-k is merged across 5 chunks, the last one short
-    r_q, r_t = csls_neighbourhoods(Q, T, k, backend=backend, chunk_rows=50)
-    np.testing.assert_allclose(r_q, brute_knn_mean(Q, T, k), atol=1e-5)
-    np.testing.assert_allclose(r_t, brute_knn_mean(T, Q, k), atol=1e-5)
-    assert r_q.shape == (len(Q),) and r_t.shape == (len(T),) and r_q.dtype == r_t.dtype == np.float32
-
-
-def test_csls_neighbourhoods_with_fewer_rows_than_k_per_chunk():
-    rng = np.random.default_rng(2)
-    Q, T = unit_rows(rng.standard_normal((7, 5))), unit_rows(rng.standard_normal((4, 5)))
-    r_q, r_t = csls_neighbourhoods(Q, T, 10, backend="torch", chunk_rows=3)  # k > |T|, k > rows per chunk
-    np.testing.assert_allclose(r_q, (Q @ T.T).mean(axis=1), atol=1e-6)  # all 4 targets
-    np.testing.assert_allclose(r_t, (T @ Q.T).mean(axis=1), atol=1e-6)  # all 7 queries
-    with pytest.raises(InvalidInput):
-        csls_neighbourhoods(Q[:0], T, 10)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
