@@ -381,12 +381,14 @@ def l1_refine(
     stride: int = 20,
     progress: ProgressFn | None = None,
 ) -> L1Result:
-    """Orthogonal M minimising ‖A M − B‖₁ from M₀ = I, by the reference flow or by Cayley descent (methods.md, "L1 refinement").
+    """Orthogonal M minimising ‖A M − B‖₁ from M₀ = I: the reference flow, the flow on O(d), or Cayley descent (methods.md, "L1 refinement").
 
     ``holdout`` (fraction of the dictionary rows held out, default 0.2), ``patience`` (steps without a
     held-out improvement before stopping, default 10) and ``holdout_seed`` (the split's seed) apply to
     ``mode="orthogonal"`` only; ``holdout=0`` there means pure minimisation. ``mode="faithful"`` ignores
-    them and runs the reference's flow and stopping rules on the whole dictionary.
+    them and runs the reference's flow and stopping rules on the whole dictionary; ``mode="flow"`` runs
+    the same field and rules (``alpha``, ``dt``, ``min_improvement``, ``max_steps``) without the drift
+    rule, ``stride`` output steps per Cayley step.
     ``loss_initial``/``loss_final`` are always the l1 loss of the whole dictionary (at I and at the returned M).
     """
     if mode not in MODES:
