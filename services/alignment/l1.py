@@ -143,11 +143,23 @@ def tangent_projection(M: np.ndarray, G: np.ndarray) -> np.ndarray:
     return 0.5 * M @ (MtG - MtG.T) + G - M @ (M.T @ G)
 
 
+def _flow_field(R: np.ndarray, alpha: float) -> np.ndarray:
+    """tanh Z + Z ⊙ sech² Z at Z = α R, as the reference's gradient weights, in R's dtype.
+
+    Where |Z| ≥ 20, tanh Z rounds to ±1 and Z sech² Z < 1e-15 (float64; exactly 0 in float32), so only
+    the few small residuals need the transcendental functions (with α = 1e8: residuals below 2e-7).
+    """
+    S = np.sign(R)
+    small = np.abs(R) < 20.0 / alpha
+    if small.any():
+        Z = alpha * R[small]
+        t = np.tanh(Z)
+        S[small] = t + Z * (1.0 - t * t)
+    return S
+
+
 def _smoothed_sign_gradient(A: np.ndarray, B: np.ndarray, M: np.ndarray, alpha: float) -> np.ndarray:
-    Z = alpha * (A @ M - B)
-    Zc = np.clip(Z, -300.0, 300.0)
-    sech2 = 1.0 / np.cosh(Zc) ** 2
-    return A.T @ (np.tanh(Zc) + Z * sech2)
+    return A.T @ _flow_field(A @ M - B, alpha)
 
 
 def _faithful(A, B, *, alpha, dt, min_improvement, max_orth_error, max_steps, max_seconds, progress):
@@ -191,21 +203,6 @@ def _faithful(A, B, *, alpha, dt, min_improvement, max_orth_error, max_steps, ma
             reason = "time_budget"
             break
     return M, steps, reason, history
-
-
-def _flow_field(R: np.ndarray, alpha: float) -> np.ndarray:
-    """tanh Z + Z ⊙ sech² Z at Z = α R, as the reference's gradient weights, in R's dtype.
-
-    Where |Z| ≥ 20, tanh Z rounds to ±1 and Z sech² Z < 1e-15 (float64; exactly 0 in float32), so only
-    the few small residuals need the transcendental functions (with α = 1e8: residuals below 2e-7).
-    """
-    S = np.sign(R)
-    small = np.abs(R) < 20.0 / alpha
-    if small.any():
-        Z = alpha * R[small]
-        t = np.tanh(Z)
-        S[small] = t + Z * (1.0 - t * t)
-    return S
 
 
 def _flow(A, B, *, alpha, dt, stride, min_improvement, max_steps, max_seconds, progress):
@@ -406,16 +403,13 @@ def l1_refine(
     started = time.perf_counter()
     I = np.eye(A.shape[1])
     initial = l1_loss(A, B, I)
-    if mode == "faithful":
-        M, steps, reason, history = _faithful(A, B, alpha=alpha, dt=dt, min_improvement=min_improvement,
-                                              max_orth_error=max_orth_error, max_steps=max_steps or 5000,
-                                              max_seconds=max_seconds, progress=progress)
-        return L1Result(M, initial, l1_loss(A, B, M), steps, reason, orthogonality_error(M),
-                        time.perf_counter() - started, history, best_step=steps, fit_loss_initial=initial,
-                        fit_loss_final=l1_loss(A, B, M), n_fit=len(A))
-    if mode == "flow":
-        M, steps, reason, history = _flow(A, B, alpha=alpha, dt=dt, stride=int(stride), min_improvement=min_improvement,
-                                          max_steps=max_steps or 5000, max_seconds=max_seconds, progress=progress)
+    if mode in ("faithful", "flow"):
+        flow_args = dict(alpha=alpha, dt=dt, min_improvement=min_improvement, max_steps=max_steps or 5000,
+                         max_seconds=max_seconds, progress=progress)
+        if mode == "faithful":
+            M, steps, reason, history = _faithful(A, B, max_orth_error=max_orth_error, **flow_args)
+        else:
+            M, steps, reason, history = _flow(A, B, stride=int(stride), **flow_args)
         return L1Result(M, initial, l1_loss(A, B, M), steps, reason, orthogonality_error(M),
                         time.perf_counter() - started, history, best_step=steps, fit_loss_initial=initial,
                         fit_loss_final=l1_loss(A, B, M), n_fit=len(A))
