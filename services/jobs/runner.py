@@ -277,7 +277,8 @@ def run_alignment_job(client: redis.Redis, job_id: str, attempt: int, *, artifac
                       clip_pool: Any = None) -> dict[str, Any]:
     """Task body: returns a small summary for Celery's result backend (the job state lives in the store).
 
-    ``settings`` (or, when absent, ``settings_loader()``; read only for ``seed=fingerprints``)
+    ``settings`` (or, when absent, ``settings_loader()``, called per job so a job sees the configuration
+    of its time; read only for ``seed=fingerprints``)
     supply the image folder, the CLIP per language and the prompt templates; ``clip_pool``
     replaces the pool built from them (tests, embedding callers).
     """

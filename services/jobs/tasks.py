@@ -13,7 +13,7 @@ def align_job(job_id: str, attempt: int) -> dict:
 
     ctx = worker_context()
     return run_alignment_job(ctx.redis, job_id, int(attempt), artifacts_dir=ctx.artifacts_dir,
-                             heartbeat_s=ctx.heartbeat_s, settings_loader=ctx.load_settings)
+                             heartbeat_s=ctx.heartbeat_s, settings_loader=ctx.settings_loader)
 
 # --- uCLIP training (services/retrieval) ---
 from services.retrieval import tasks as _uclip_tasks  # noqa: E402,F401  (registers vislex.uclip_train)

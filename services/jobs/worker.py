@@ -48,14 +48,10 @@ class WorkerContext:
     def artifacts_dir(self) -> Path:
         return self.data_dir / "artifacts"
 
-    def load_settings(self) -> Any:
-        """This deployment's settings, read fresh per call (a job sees the configuration of its time)."""
-        from services.errors import Unavailable
-
-        if _SETTINGS_LOADER is None:
-            raise Unavailable("this worker was started without settings; start workers with `vislex worker`",
-                              code="settings_unavailable")
-        return _SETTINGS_LOADER()
+    @property
+    def settings_loader(self) -> SettingsLoader | None:
+        """What ``run_worker`` was given to build the deployment's settings (None: started without one)."""
+        return _SETTINGS_LOADER
 
     @property
     def redis(self) -> redis.Redis:
