@@ -2,8 +2,12 @@
 
 Formats (methods.md, notation: X (n×d) rows in vocabulary order):
 - fastText / word2vec text (``.vec``, ``.txt``, optionally gzipped), header line ``n d`` optional;
-- fastText binary (``.bin``) through the ``fasttext`` module (imported lazily);
+- fastText binary (``.bin``) through the ``fasttext`` module (imported lazily), after a structural check of
+  the sizes its header claims (:mod:`services.alignment.fasttext_bin`);
 - NumPy ``.npy`` (n×d) with a sibling ``<stem>.vocab.txt``, one word per line.
+
+Reading is bounded for untrusted files: no line longer than :data:`MAX_LINE_BYTES` is read whole, and
+``max_decompressed_bytes`` caps the bytes a text file (gzipped or not) may expand to.
 
 Bad rows are never kept silently: duplicate words, rows of the wrong length, non-UTF-8 bytes
 and rows holding NaN/inf are collected (with line numbers) and reported in one
@@ -39,6 +43,9 @@ __all__ = [
 _MAX_REPORTED = 10
 # Text rows parsed per vectorised batch: bounds the temporary string and array memory.
 _TEXT_BATCH_ROWS = 8192
+# A 300-d fastText row is ~3 KB; a line longer than this is no word vector, and reading it whole is how a
+# newline-free gzip bomb exhausts memory.
+MAX_LINE_BYTES = 1 << 20
 NORMALIZATION_STEPS = ("unit", "center")
 
 
@@ -161,8 +168,12 @@ def _infer_format(path: Path, fmt: str | None) -> str:
     )
 
 
-def load_vectors(path, *, max_vocab: int | None = None, fmt: str | None = None, dtype=np.float32) -> WordVectors:
-    """Load word vectors (text .vec, fastText .bin, or .npy + .vocab.txt); first ``max_vocab`` words only."""
+def load_vectors(path, *, max_vocab: int | None = None, fmt: str | None = None, dtype=np.float32,
+                 max_decompressed_bytes: int | None = None) -> WordVectors:
+    """Load word vectors (text .vec, fastText .bin, or .npy + .vocab.txt); first ``max_vocab`` words only.
+
+    ``max_decompressed_bytes`` (for untrusted files) bounds what text files and vocabularies may expand to.
+    """
     p = Path(path)
     if max_vocab is not None and max_vocab <= 0:
         raise InvalidInput(f"max_vocab must be positive, got {max_vocab}")
@@ -172,11 +183,11 @@ def load_vectors(path, *, max_vocab: int | None = None, fmt: str | None = None, 
     dtype = np.dtype(dtype)
     try:
         if kind == "text":
-            wv = _load_text(p, max_vocab, dtype)
+            wv = _load_text(p, max_vocab, dtype, max_decompressed_bytes)
         elif kind == "bin":
             wv = _load_fasttext_bin(p, max_vocab, dtype)
         else:
-            wv = _load_npy(p, max_vocab, dtype)
+            wv = _load_npy(p, max_vocab, dtype, max_decompressed_bytes)
     except VectorFileError:
         raise
     except (OSError, EOFError, ValueError) as exc:
@@ -195,6 +206,29 @@ def _open_binary(path: Path):
     return open(path, "rb")
 
 
+def _bounded_lines(fh, path: Path, max_total: int | None):
+    """(line number, raw line) pairs; stops with a VectorFileError at an over-long line or past ``max_total`` bytes.
+
+    ``readline`` with a size never buffers more than that size, so neither limit is crossed in memory.
+    """
+    limit = MAX_LINE_BYTES
+    total = 0
+    lineno = 0
+    while True:
+        raw = fh.readline(limit + 1)
+        if not raw:
+            return
+        lineno += 1
+        total += len(raw)
+        if max_total is not None and total > max_total:
+            raise VectorFileError(f"{path}: decompressed content exceeds {max_total} bytes",
+                                  detail={"path": str(path), "counts": {f"bytes past the decompressed limit of {max_total}": 1}})
+        if len(raw) > limit:
+            raise VectorFileError(f"{path}: line {lineno} is longer than {limit} bytes",
+                                  detail={"path": str(path), "counts": {f"lines longer than {limit} bytes": 1}})
+        yield lineno, raw
+
+
 def _split_word(line: str) -> tuple[str, str]:
     # Words may hold non-ASCII whitespace (U+00A0 in fastText files), so split on ASCII space/tab only.
     word, _, rest = line.partition(" ")
@@ -210,7 +244,7 @@ def _parse_header(tokens: list[str]) -> tuple[int, int] | None:
     return None
 
 
-def _load_text(path: Path, max_vocab: int | None, dtype: np.dtype) -> WordVectors:
+def _load_text(path: Path, max_vocab: int | None, dtype: np.dtype, max_total: int | None = None) -> WordVectors:
     problems = _Problems(path)
     words: list[str] = []
     blocks: list[np.ndarray] = []
@@ -237,7 +271,7 @@ def _load_text(path: Path, max_vocab: int | None, dtype: np.dtype) -> WordVector
 
     accepted = 0
     with _open_binary(path) as fh:
-        for lineno, raw in enumerate(fh, start=1):
+        for lineno, raw in _bounded_lines(fh, path, max_total):
             if max_vocab is not None and accepted >= max_vocab:
                 break
             try:
@@ -339,55 +373,23 @@ def _is_float(token: str) -> bool:
 
 
 def _load_fasttext_bin(path: Path, max_vocab: int | None, dtype: np.dtype) -> WordVectors:
-    try:
-        import fasttext  # lazy: optional dependency (fasttext-wheel)
-        import fasttext.FastText as _ft
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise VectorFileError(
-            f"{path}: reading fastText .bin needs the 'fasttext' module (pip install fasttext-wheel)",
-            detail={"path": str(path)},
-        ) from exc
-    # The wrapper prints a deprecation banner on every load_model; silence it.
-    _ft.eprint = lambda *args, **kwargs: None
-    try:
-        model = fasttext.load_model(str(path))
-    except Exception as exc:  # fasttext raises ValueError/RuntimeError on non-model files
-        raise VectorFileError(f"{path}: not a fastText .bin model ({exc})", detail={"path": str(path)}) from exc
-    problems = _Problems(path)
-    try:
-        words = list(model.get_words(on_unicode_error="strict"))
-    except UnicodeDecodeError:
-        words = list(model.get_words(on_unicode_error="replace"))
-        for i, w in enumerate(words):
-            if "\ufffd" in w:
-                problems.add("non-UTF-8 words", f"word {i + 1}")
-    if max_vocab is not None:
-        words = words[:max_vocab]
-    dim = model.get_dimension()
-    vectors = np.empty((len(words), dim), dtype=np.float32)
-    # get_word_vector adds the subword n-grams, exactly as fastText's own .vec export.
-    for i, w in enumerate(words):
-        vectors[i] = model.get_word_vector(w)
-    seen: dict[str, int] = {}
-    for i, w in enumerate(words):
-        if w in seen:
-            problems.add("duplicate words", f"word {i + 1} ({w!r}, first at word {seen[w] + 1})")
-        else:
-            seen[w] = i
-    for i in np.flatnonzero(~np.isfinite(vectors).all(axis=1)):
-        problems.add("NaN/inf rows", f"word {i + 1} ({words[i]!r})")
-    problems.raise_if_any()
-    return WordVectors(words, vectors.astype(dtype, copy=False))
+    from services.alignment.fasttext_bin import load_fasttext_bin
+
+    def error(reason: str) -> VectorFileError:
+        return VectorFileError(f"{path}: {reason}", detail={"path": str(path)})
+
+    words, vectors = load_fasttext_bin(path, max_vocab, dtype, _Problems(path), error)
+    return WordVectors(words, vectors)
 
 
 # --------------------------------------------------------------------------- .npy + vocab
 
 
-def _read_vocab(vocab_path: Path, limit: int | None, problems: _Problems) -> list[str]:
+def _read_vocab(vocab_path: Path, limit: int | None, problems: _Problems, max_total: int | None = None) -> list[str]:
     words: list[str] = []
     seen: dict[str, int] = {}
     with open(vocab_path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
+        for lineno, raw in _bounded_lines(fh, vocab_path, max_total):
             if limit is not None and lineno > limit:
                 break
             try:
@@ -406,7 +408,7 @@ def _read_vocab(vocab_path: Path, limit: int | None, problems: _Problems) -> lis
     return words
 
 
-def _load_npy(path: Path, max_vocab: int | None, dtype: np.dtype) -> WordVectors:
+def _load_npy(path: Path, max_vocab: int | None, dtype: np.dtype, max_total: int | None = None) -> WordVectors:
     vocab_path = vocab_path_for(path)
     if not vocab_path.is_file():
         raise VectorFileError(f"{path}: missing vocabulary file {vocab_path.name} beside it", detail={"path": str(path)})
@@ -417,7 +419,7 @@ def _load_npy(path: Path, max_vocab: int | None, dtype: np.dtype) -> WordVectors
     if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.floating):
         raise VectorFileError(f"{path}: expected a 2-d float array, got {matrix.dtype} {matrix.shape}", detail={"path": str(path)})
     problems = _Problems(path)
-    words = _read_vocab(vocab_path, max_vocab, problems)
+    words = _read_vocab(vocab_path, max_vocab, problems, max_total)
     n_rows = matrix.shape[0] if max_vocab is None else min(matrix.shape[0], max_vocab)
     if len(words) != n_rows:
         problems.add("size mismatches", f"{vocab_path.name} has {len(words)} words, array has {n_rows} rows")

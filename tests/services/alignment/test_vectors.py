@@ -210,3 +210,71 @@ def test_values_overflowing_requested_dtype_are_reported(tmp_path):
     (tmp_path / "big.vocab.txt").write_text("a\nb\n")
     with pytest.raises(VectorFileError, match="line 2"):
         load_vectors(tmp_path / "big.npy", dtype=np.float16)
+
+
+# ---- untrusted files: sizes a header claims are checked against the file before anything is allocated ----
+def _fasttext_header(*, dim=8, bucket=2_000_000, minn=3, maxn=6, words=5, version=12) -> bytes:
+    import struct
+
+    args = struct.pack("<12id", dim, 5, 1, 1, 5, 1, 2, 2, bucket, minn, maxn, 100, 1e-4)
+    return struct.pack("<ii", 793712314, version) + args + struct.pack("<iiiqq", words, words, 0, 100, -1)
+
+
+@pytest.fixture()
+def no_fasttext_load(monkeypatch):
+    """Fails the test if a file reaches fastText's C++ loader (which allocates whatever the header claims)."""
+    fasttext = pytest.importorskip("fasttext")
+    calls = []
+    monkeypatch.setattr(fasttext, "load_model", lambda path: calls.append(path) or pytest.fail("load_model called"))
+    return calls
+
+
+def test_truncated_fasttext_bin_is_refused_before_fasttext_allocates(tmp_path, no_fasttext_load):
+    # The drill's file: a valid header claiming 5 dictionary words, then the end of the file. fastText's loader
+    # reads past the end forever (GBs, then std::bad_alloc); the check refuses it from the header alone.
+    path = write_bytes(tmp_path / "claims.bin", _fasttext_header(words=5))
+    with pytest.raises(VectorFileError, match="truncated fastText .bin model") as info:
+        load_vectors(path)
+    assert "5 words" in info.value.message and no_fasttext_load == []
+    cut = _fasttext_header(words=1)[:73]  # ends inside the header
+    with pytest.raises(VectorFileError, match="ends inside the header"):
+        load_vectors(write_bytes(tmp_path / "cut.bin", cut))
+
+
+def test_fasttext_bin_whose_sizes_disagree_with_the_file_is_refused(tmp_path, no_fasttext_load):
+    import struct
+
+    entry = b"chat\x00" + struct.pack("<qb", 3, 0)
+    tail = b"\x00" + struct.pack("<qq", 1, 8)  # quant=false, input matrix claims 1x8 but bucket rows are missing
+    with pytest.raises(VectorFileError, match="input matrix is 1x8"):
+        load_vectors(write_bytes(tmp_path / "rows.bin", _fasttext_header(words=1, bucket=10) + entry + tail))
+    huge = b"\x00" + struct.pack("<qq", 10**12, 8)  # enough rows claimed, but not backed by bytes
+    with pytest.raises(VectorFileError, match="more than the 0 bytes left"):
+        load_vectors(write_bytes(tmp_path / "huge.bin", _fasttext_header(words=1, bucket=10) + entry + huge))
+    with pytest.raises(VectorFileError, match="subword settings"):  # bucket 0 with n-grams: a division by zero
+        load_vectors(write_bytes(tmp_path / "b0.bin", _fasttext_header(words=1, bucket=0) + entry))
+    with pytest.raises(VectorFileError, match="longer than 4096 bytes"):
+        load_vectors(write_bytes(tmp_path / "w.bin", _fasttext_header(words=1) + b"x" * 5000 + entry))
+    assert no_fasttext_load == []
+
+
+def test_gzip_bomb_is_refused_at_the_decompressed_limit(tmp_path):
+    import gzip
+
+    path = tmp_path / "bomb.vec.gz"
+    with gzip.open(path, "wb") as fh:
+        fh.write(b"2 3\nchat 0.1 0.2 0.3\n")
+        fh.write(b"0" * (8 << 20))  # 8 MB of zeros without a newline, ~8 KB compressed
+    assert path.stat().st_size < 100_000
+    with pytest.raises(VectorFileError, match="decompressed") as info:
+        load_vectors(path, max_decompressed_bytes=1 << 20)
+    assert info.value.detail["counts"]
+
+
+def test_overlong_line_is_refused_without_reading_it_whole(tmp_path, monkeypatch):
+    import services.alignment.vectors as vectors
+
+    monkeypatch.setattr(vectors, "MAX_LINE_BYTES", 1000)
+    path = write_bytes(tmp_path / "long.vec", b"chat " + b"0.1 " * 2000 + b"\n")
+    with pytest.raises(VectorFileError, match="longer than 1000 bytes"):
+        load_vectors(path)
