@@ -9,7 +9,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from services import errors as E
 
@@ -79,6 +82,12 @@ def add_bad_json_responses(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def redis_unavailable(exc: Exception) -> E.Unavailable:
+    """Redis refused, dropped or did not answer in time (killed, paused, restarting): the contract's 503."""
+    return E.Unavailable(f"redis is unavailable ({type(exc).__name__}); retry shortly", code="redis_unavailable",
+                         detail={"component": "redis"})
+
+
 def status_for(exc: E.VislexError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS_BY_ERROR:
@@ -97,6 +106,25 @@ def _field(loc: tuple | list) -> str:
     return ".".join(parts) or ".".join(str(p) for p in loc)
 
 
+def _is_json(content_type: str) -> bool:
+    return content_type == "application/json" or content_type.endswith("+json")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the API documents at this path (routes are split per method, e.g. GET and POST)."""
+    app = request.app
+    table = getattr(app.state, "allowed_methods", None)
+    if table is None:  # built once, from the schema: included routers are not flat in app.routes
+        table = app.state.allowed_methods = [
+            (compile_path(path)[0], sorted(m.upper() for m in ops if m in _HTTP_METHODS))
+            for path, ops in app.openapi().get("paths", {}).items()]
+    methods = {m for regex, ms in table if regex.match(request.url.path) for m in ms}
+    return sorted(methods | ({"HEAD"} if "GET" in methods else set()))
+
+
+_HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(E.VislexError)
     async def _domain(request: Request, exc: E.VislexError) -> JSONResponse:
@@ -104,12 +132,24 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {"Retry-After": "1"} if status in (429, 503) else None
         return error_response(status, exc.code, exc.message, exc.detail, headers)
 
+    # Every Redis-backed route at once (jobs, spaces, cache writes): a Redis outage is a 503, never a 500.
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def _redis(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("redis unavailable", extra={"path": request.url.path, "error": str(exc)})
+        return await _domain(request, redis_unavailable(exc))
+
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
             return error_response(400, "bad_request", "request body is not valid JSON",
                                   {"errors": [{"field": _field(e["loc"]), "message": e["msg"]} for e in errors]})
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type and not _is_json(content_type) and any(tuple(e["loc"])[:1] == ("body",) for e in errors):
+            # FastAPI does not parse a non-JSON body, then fails it as "not a dictionary": the media type is the fault.
+            return error_response(415, "unsupported_media_type", f"send application/json, not {content_type!r}",
+                                  {"content_type": content_type})
         fields = [{"field": _field(e["loc"]), "message": e["msg"], "type": e["type"]} for e in errors]
         first = fields[0] if fields else {"field": "?", "message": "invalid"}
         return error_response(422, "invalid_input", f"{first['field']}: {first['message']}", {"errors": fields})
@@ -120,7 +160,12 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else "error"
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route {request.method} {request.url.path}"
-        return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:  # Starlette names the first matching route's methods only: name the path's
+            allowed = _allowed_methods(request)
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+            message = f"{request.method} not allowed on {request.url.path}; allowed: {', '.join(allowed)}"
+        return error_response(exc.status_code, code, message, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -163,7 +163,7 @@ def connect_redis(runtime: Runtime) -> None:
             runtime.embedded_redis = EmbeddedRedis(embedded_redis_dir(settings.data_dir))
             runtime.embedded_redis.start()
         url = runtime.embedded_redis.url
-    client = connect(url)
+    client = connect(url, timeout=settings.redis_timeout_s)
     client.ping()
     runtime.redis_url, runtime.redis = url, client
     runtime.redis_probe = connect(url, timeout=1.0)

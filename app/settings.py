@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     # --- Redis and jobs ---
     redis_url: str | None = Field(None, description="external Redis; unset = embedded server under data_dir")
     redis_embedded: bool = Field(False, description="set by `vislex serve`: redis_url is the embedded server it started")
+    # Short, so a paused or unreachable Redis answers requests with a quick 503, not a hang.
+    redis_timeout_s: float = Field(1.0, gt=0, le=60, description="socket timeout of the API's Redis clients")
     worker_concurrency: int = Field(1, ge=1)
     worker_queues: str = "light,heavy"
     job_time_limit_s: int = Field(3600, ge=1)

@@ -74,3 +74,6 @@ def configure_logging(level: str = "info", json_logs: bool = True) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "celery"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # One access line per request: the API's own structured ``vislex.access`` (request id, latency).
+    # uvicorn's would repeat it whenever uvicorn runs with its default access log (``uvicorn app...``).
+    logging.getLogger("uvicorn.access").disabled = True

@@ -71,6 +71,8 @@ def get_alignment(job_id: str, jobs: JobsDep) -> JSONResponse:
     job = _job(jobs.view(job_id))
     if job.state in ("queued", "running"):
         return _json(job, 200, **{"Retry-After": _RETRY_AFTER_S})
+    if job.result is not None and job.result.serving == "installing":
+        return _json(job, 200, **{"Retry-After": "1"})
     return _json(job, 200)
 
 

@@ -47,6 +47,10 @@ class AlignmentResult(BaseModel):
     pairs_used: int | None = None
     seed_pairs: int | None = None
     align_seconds: float | None = None
+    serving: Literal["installed", "installing", "superseded", "failed", "not_served"] | None = Field(
+        None, description="the mapping on the replica answering: installed (translations use it now), installing "
+        "(in a moment; the pair answers 503 `installing` meanwhile, never 404), superseded (a later job's version "
+        "is served), failed (its file could not be installed), not_served (a space of the pair is not served here)")
 
 
 class AlignmentJob(BaseModel):

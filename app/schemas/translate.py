@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import ErrorInfo
 
@@ -27,6 +27,7 @@ class TranslateResponse(BaseModel):
 
 
 class TranslateBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field ("retreival") is a 422, never ignored
     words: list[str] = Field(description="words to translate; over Settings.max_batch_words gives 413")
     src: str = Field(min_length=1, max_length=64)
     tgt: str = Field(min_length=1, max_length=64)

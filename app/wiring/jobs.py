@@ -20,6 +20,10 @@ def _install_published_mappings(runtime: Runtime):
     """Callback for new mapping versions: the serving registry installs what Redis publishes."""
 
     def on_mapping(src: str, tgt: str, info: dict[str, Any]) -> bool:
+        push = runtime.extras.get("version_push")
+        if push is not None:  # the serving layer's own subscriber installs it (services/serving/version_push.py)
+            push.expect(src, tgt, str(info.get("version")), str(info.get("path")))
+            return True
         registry = runtime.spaces
         if registry is None or runtime.components.get("spaces") is None \
                 or runtime.components["spaces"].state != "ready":
@@ -86,6 +90,26 @@ def _served_space(runtime: Runtime):
     return fallback
 
 
+def _mapping_state(runtime: Runtime):
+    """A succeeded job's mapping on this replica (job view): installed, installing, superseded, ..."""
+
+    def state(src: str, tgt: str, version: str, path: str | None) -> str:
+        push = runtime.extras.get("version_push")
+        if push is None or runtime.spaces is None:
+            return "not_served"  # the serving layer is not loaded (yet) in this process
+        return push.state(src, tgt, version, path)
+
+    return state
+
+
+def _served_spaces(runtime: Runtime):
+    def names() -> list[str]:
+        registry = runtime.spaces
+        return sorted(getattr(registry, "spaces", {}) or {}) if registry is not None else []
+
+    return names
+
+
 def allowed_space_roots(settings) -> list[Path]:
     """Directories POST /v1/spaces may read server-side files from."""
     roots = [settings.data_dir, *(Path(p).expanduser().parent for p in settings.spaces.values()),
@@ -108,6 +132,7 @@ def load(runtime: Runtime) -> None:
         configured_spaces=settings.spaces, on_mapping=_install_published_mappings(runtime),
         on_space=_serve_new_space(runtime), space_fallback=_served_space(runtime), celery=sender,
         space_roots=allowed_space_roots(settings), seed_check=_fingerprint_seed_check(settings),
+        mapping_state=_mapping_state(runtime), served_spaces=_served_spaces(runtime),
     )
     jobs.start_monitor()
     runtime.jobs = jobs

@@ -100,6 +100,11 @@ def load(runtime: Runtime) -> None:
             registry.sync_from_redis(runtime.redis)
         except Exception:
             log.exception("initial mapping sync failed")
+    if runtime.redis is not None:  # new mapping versions installed the moment a job publishes them (pub/sub)
+        from services.serving.version_push import VersionPush
+
+        push = runtime.extras["version_push"] = VersionPush(registry, runtime.redis).start()
+        runtime.extras.setdefault("on_close", []).append(push.close)
     stop = threading.Event()
     runtime.extras.setdefault("on_close", []).extend([stop.set, registry.wake])
     runtime.extras["serving_stop"] = stop

@@ -26,7 +26,7 @@ import redis
 from services.errors import Cancelled, InvalidInput, TimeLimitExceeded, Unavailable, VislexError
 from services.jobs import methods
 from services.jobs.spaces import load_space
-from services.jobs.store import JobStore
+from services.jobs.store import JobStore, Publication
 
 log = logging.getLogger(__name__)
 
@@ -261,13 +261,20 @@ def _write_artifacts(job_dir: Path, mapping, dictionary, src, tgt) -> dict[str, 
     }
 
 
+def mapping_publication(src: str, tgt: str, info: dict[str, Any]) -> Publication:
+    """What makes a mapping the served one for ``src-tgt`` on every replica: key, pair index, pub/sub message."""
+    return Publication(key=mapping_key(src, tgt), index_key=MAPPING_PAIRS_KEY, pair=f"{src}-{tgt}",
+                       channel=MAPPINGS_CHANNEL, payload=json.dumps(info, sort_keys=True),
+                       message=json.dumps({"pair": f"{src}-{tgt}", **info}, sort_keys=True))
+
+
 def publish_mapping(client: redis.Redis, src: str, tgt: str, info: dict[str, Any]) -> None:
     """Make the new mapping the served one for ``src-tgt`` on every replica (key + pub/sub message)."""
-    payload = json.dumps(info, sort_keys=True)
+    pub = mapping_publication(src, tgt, info)
     pipe = client.pipeline()
-    pipe.set(mapping_key(src, tgt), payload)
-    pipe.sadd(MAPPING_PAIRS_KEY, f"{src}-{tgt}")
-    pipe.publish(MAPPINGS_CHANNEL, json.dumps({"pair": f"{src}-{tgt}", **info}, sort_keys=True))
+    pipe.set(pub.key, pub.payload)
+    pipe.sadd(pub.index_key, pub.pair)
+    pipe.publish(pub.channel, pub.message)
     pipe.execute()
 
 
@@ -339,12 +346,13 @@ def run_alignment_job(client: redis.Redis, job_id: str, attempt: int, *, artifac
             "stats": _jsonable(getattr(result.mapping, "stats", {}) or {}),
         }
         done = {**reporter.last, "stage": "done", "current": 1, "total": 1, "at": time.time()}
-        if store.finish(job_id, attempt, "succeeded", result=summary, progress=done):
-            publish_mapping(client, spec["src"]["name"], spec["tgt"]["name"], {
-                "version": artifacts["mapping"]["version"] or artifacts["mapping"]["sha256"][:16],
-                "path": artifacts["mapping"]["path"], "sha256": artifacts["mapping"]["sha256"],
-                "job_id": job_id, "method": spec["method"], "published_at": time.time(),
-            })
+        # 'succeeded' and the publication of the new version are one atomic step (see JobStore.finish).
+        store.finish(job_id, attempt, "succeeded", result=summary, progress=done,
+                     publish=mapping_publication(spec["src"]["name"], spec["tgt"]["name"], {
+                         "version": artifacts["mapping"]["version"] or artifacts["mapping"]["sha256"][:16],
+                         "path": artifacts["mapping"]["path"], "sha256": artifacts["mapping"]["sha256"],
+                         "job_id": job_id, "method": spec["method"], "published_at": time.time(),
+                     }))
         return {"job_id": job_id, "state": "succeeded"}
     except Superseded:
         log.warning("job attempt superseded", extra={"job_id": job_id, "attempt": attempt})

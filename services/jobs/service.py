@@ -216,8 +216,14 @@ class JobService:
                  space_fallback: Callable[[str], dict[str, Any] | None] | None = None, max_retries: int = 1,
                  celery=None, space_roots: list[str | Path] | None = None, resend_grace_s: float = RESEND_GRACE_S,
                  max_send_failures: int = MAX_SEND_FAILURES,
+                 mapping_state: Callable[[str, str, str, str], str] | None = None,
+                 served_spaces: Callable[[], list[str]] | None = None,
                  seed_check: Callable[[str, dict[str, Any], dict[str, Any]], None] | None = None):
         self.redis = client
+        # (src, tgt, version, path) -> 'installed' | 'installing' | ...: a succeeded job's mapping on this replica.
+        self.mapping_state = mapping_state
+        # Names of the spaces this replica serves (encoder-derived ones have no catalog entry): listed in 404s.
+        self.served_spaces = served_spaces
         # (seed, src, tgt) -> None or raises: refuses at submit what no worker could run (e.g. no CLIP).
         self.seed_check = seed_check
         self.artifacts_dir = Path(artifacts_dir)
@@ -245,8 +251,8 @@ class JobService:
     # ---- submission ------------------------------------------------------------------
     def submit(self, request: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """(job view, created) -- created False means an identical job exists (running or done): 'cached'."""
-        src_info = self.spaces.resolve(request["src"], field="src")
-        tgt_info = self.spaces.resolve(request["tgt"], field="tgt")
+        src_info = self._resolve(request["src"], "src")
+        tgt_info = self._resolve(request["tgt"], "tgt")
         method = methods.canonical(request["method"])
         seed = request.get("seed") or "identical"
         if seed not in SEEDS:
@@ -296,6 +302,14 @@ class JobService:
             return self.view(job_id), True
         return self.view(job_id), False
 
+    def _resolve(self, name: str, field: str) -> dict[str, Any]:
+        try:
+            return self.spaces.resolve(name, field=field)
+        except NotFound as exc:
+            if "known" in exc.detail and self.served_spaces is not None:  # the catalog lists files only
+                exc.detail["known"] = sorted(set(exc.detail["known"]) | set(self.served_spaces()))
+            raise
+
     # ---- reads -----------------------------------------------------------------------
     def view(self, job_id: str, job: JobRecord | None = None) -> dict[str, Any]:
         job = job or self.store.get(job_id)
@@ -336,6 +350,10 @@ class JobService:
                 "pairs_used": result.get("pairs_used"), "seed_pairs": result.get("seed_pairs"),
                 "align_seconds": result.get("align_seconds"),
             }
+            if self.mapping_state is not None:
+                mapping = result["mapping"]
+                version = mapping.get("version") or mapping["sha256"][:16]  # as published (runner)
+                out["result"]["serving"] = self.mapping_state(out["src"], out["tgt"], version, mapping.get("path"))
         return _finite(out)
 
     def list(self, *, state: str | None = None, pair: str | None = None, offset: int = 0,
@@ -346,7 +364,7 @@ class JobService:
         return {"jobs": [self.view(j.id, j) for j in jobs], "total": total, "offset": offset, "limit": limit}
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        outcome = self.store.cancel(job_id)
+        outcome = self.store.cancel(job_id)  # 'cancelled_now' (was queued), 'cancelling' (running), or final
         if outcome == "missing":
             raise NotFound(f"no alignment job {job_id!r}", detail={"job_id": job_id})
         if outcome in FINAL_STATES:

@@ -89,6 +89,21 @@ redis.call('DEL', KEYS[3], KEYS[1] .. ':cancel')
 return 1
 """
 
+# Success and the mapping's publication in one step: no reader ever sees 'succeeded' before the new version is
+# published (key, pair index, pub/sub message to every API replica). KEYS: job, active, heartbeat, mapping key,
+# pair index; ARGV: attempt, job id, channel, pair, key payload, message, then the job hash fields.
+_FINISH_PUBLISH = """
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('SREM', KEYS[2], ARGV[2])
+redis.call('DEL', KEYS[3], KEYS[1] .. ':cancel')
+redis.call('SET', KEYS[4], ARGV[5])
+redis.call('SADD', KEYS[5], ARGV[4])
+redis.call('PUBLISH', ARGV[3], ARGV[6])
+return 1
+"""
+
 _CANCEL = """
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return 'missing' end
@@ -96,7 +111,7 @@ if st == 'queued' then
   redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', ARGV[1], 'updated_at', ARGV[1],
              'error', ARGV[3])
   redis.call('SREM', KEYS[3], ARGV[2])
-  return 'cancelled'
+  return 'cancelled_now'
 end
 if st == 'running' then
   redis.call('SET', KEYS[2], '1')
@@ -145,6 +160,18 @@ redis.call('HSET', KEYS[1], 'state', 'failed', 'finished_at', ARGV[2], 'updated_
 redis.call('SREM', KEYS[2], redis.call('HGET', KEYS[1], 'id'))
 return 'failed'
 """
+
+
+@dataclass(frozen=True)
+class Publication:
+    """A mapping version made the served one for ``pair``: a key, a pair index entry and a pub/sub message."""
+
+    key: str
+    index_key: str
+    pair: str
+    channel: str
+    payload: str
+    message: str
 
 
 def _s(value: Any) -> str:
@@ -204,6 +231,7 @@ class JobStore:
         self._create = client.register_script(_CREATE)
         self._claim = client.register_script(_CLAIM)
         self._finish = client.register_script(_FINISH)
+        self._finish_publish = client.register_script(_FINISH_PUBLISH)
         self._cancel = client.register_script(_CANCEL)
         self._reap = client.register_script(_REAP)
         self._mark_sent = client.register_script(_MARK_SENT)
@@ -274,7 +302,10 @@ class JobStore:
         return bool(out[-2]), current
 
     def finish(self, job_id: str, attempt: int, state: str, *, result: dict | None = None,
-               error: dict | None = None, progress: dict | None = None) -> bool:
+               error: dict | None = None, progress: dict | None = None,
+               publish: "Publication | None" = None) -> bool:
+        """Record the outcome of ``attempt`` (False: superseded); ``publish`` makes a mapping the served one
+        for its pair atomically with the transition."""
         now = time.time()
         fields: dict[str, Any] = {"state": state, "finished_at": now, "updated_at": now}
         if result is not None:
@@ -283,13 +314,19 @@ class JobStore:
             fields["error"] = json.dumps(error)
         if progress is not None:
             fields["progress"] = json.dumps(progress)
-        flat: list[Any] = [str(attempt), job_id]
+        flat: list[Any] = []
         for k, v in fields.items():
             flat += [k, v]
-        return bool(self._finish(keys=[self.key(job_id), self.ACTIVE, self.heartbeat_key(job_id)], args=flat))
+        keys = [self.key(job_id), self.ACTIVE, self.heartbeat_key(job_id)]
+        if publish is None:
+            return bool(self._finish(keys=keys, args=[str(attempt), job_id, *flat]))
+        return bool(self._finish_publish(
+            keys=[*keys, publish.key, publish.index_key],
+            args=[str(attempt), job_id, publish.channel, publish.pair, publish.payload, publish.message, *flat]))
 
     def cancel(self, job_id: str) -> str:
-        """'cancelled' (was queued) | 'cancelling' (running; stops at next iteration) | final state | 'missing'."""
+        """'cancelled_now' (was queued: cancelled by this call) | 'cancelling' (running; stops at its next iteration)
+        | the final state it already had ('succeeded', 'failed', 'cancelled') | 'missing'."""
         error = json.dumps({"code": "cancelled", "message": "cancelled before it started"})
         return _s(self._cancel(keys=[self.key(job_id), self.cancel_key(job_id), self.ACTIVE],
                                args=[time.time(), job_id, error]))

@@ -138,6 +138,8 @@ class SpaceRegistry:
         self._tables_failed: set[tuple[str, str, str]] = set()  # (src, tgt, version): not retried
         self._tables_lock = threading.Lock()
         self._work = threading.Event()  # set when a table is requested (or on shutdown): wakes the builder
+        # (src, tgt) -> version a finished job published and version_push is installing: 503, not 404, meanwhile.
+        self.installing: dict[tuple[str, str], str] = {}
 
     # ---- reading (lock-free) --------------------------------------------------------------
     @property
@@ -163,6 +165,10 @@ class SpaceRegistry:
             return state
         for lang in (src, tgt):
             self.space(lang)
+        if (src, tgt) in self.installing:
+            raise Unavailable(f"the mapping {src}-{tgt} of a finished job is being installed; retry in a moment",
+                              code="installing", detail={"src": src, "tgt": tgt,
+                                                         "version": self.installing.get((src, tgt))})
         raise NotFound(f"no mapping {src}-{tgt}; available pairs: {', '.join(self.pair_names()) or 'none'}",
                        code="pair_not_found", detail={"src": src, "tgt": tgt, "pairs": self.pair_names()})
 

@@ -369,3 +369,34 @@ def test_fingerprint_seed_without_image_set_or_clip_weights_is_503_at_submit(ope
         err = r.json()["error"]
         assert err["code"] == "encoder_unavailable" and "en" in err["detail"]["languages"]
         assert client.get("/v1/alignments", params={"state": "queued"}).json()["total"] == 0
+
+
+def test_a_finished_jobs_mapping_is_served_within_a_second_and_never_404(open_api, light_worker):
+    """Issue 19, defect 9: the job says whether its mapping is installed; the pair never answers 404 meanwhile."""
+    import time
+
+    reverse = [[t, s] for s, t in SEED_DICTIONARY]  # fr -> en: a pair no other test serves
+    with open_api() as client:
+        _serving_ready(client)
+        r = client.post("/v1/alignments", json=_body("push", src="fr", tgt="en", dictionary=reverse,
+                                                         options={"n_iter": 2, "sleep_s": 0.01}))
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        done = _wait_state(client, job_id, {"succeeded", "failed"}, timeout=30)
+        assert done["state"] == "succeeded", done
+        finished = time.monotonic()
+        version = done["result"]["mapping_version"]
+        assert done["result"]["serving"] in ("installing", "installed")
+        statuses = []
+        while time.monotonic() - finished < 5:
+            t = client.get("/v1/translate", params={"src": "fr", "tgt": "en", "word": "m5", "retrieval": "nn"})
+            statuses.append(t.status_code)
+            if t.status_code == 200 and t.json()["mapping_version"] == version:
+                break
+            if t.status_code == 503:
+                assert t.json()["error"]["code"] == "installing" and t.headers["retry-after"] == "1", t.text
+            time.sleep(0.01)
+        served_after = time.monotonic() - finished
+        assert 404 not in statuses, statuses
+        assert statuses[-1] == 200 and served_after <= 1.0, (served_after, statuses[-5:])
+        assert client.get(f"/v1/alignments/{job_id}").json()["result"]["serving"] == "installed"

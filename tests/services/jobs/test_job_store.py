@@ -86,7 +86,8 @@ def test_celery_redelivery_after_lost_worker_reclaims_once(jobs_redis):
 def test_cancel_queued_running_and_final(jobs_redis):
     store = JobStore(jobs_redis)
     store.create("q", SPEC, pair="en-fr", method="m")
-    assert store.cancel("q") == "cancelled"
+    assert store.cancel("q") == "cancelled_now"
+    assert store.cancel("q") == "cancelled"  # a second cancel finds it already cancelled
     assert store.claim("q", 1, "w") == "cancelled"  # its queued message is skipped
     store.create("r", SPEC, pair="en-fr", method="m")
     store.claim("r", 1, "w")
