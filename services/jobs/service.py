@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import threading
 import time
 from pathlib import Path
@@ -218,7 +217,8 @@ class JobService:
                  max_send_failures: int = MAX_SEND_FAILURES,
                  mapping_state: Callable[[str, str, str, str], str] | None = None,
                  served_spaces: Callable[[], list[str]] | None = None,
-                 seed_check: Callable[[str, dict[str, Any], dict[str, Any]], None] | None = None):
+                 seed_check: Callable[[str, dict[str, Any], dict[str, Any]], None] | None = None,
+                 upload_limits=None):
         self.redis = client
         # (src, tgt, version, path) -> 'installed' | 'installing' | ...: a succeeded job's mapping on this replica.
         self.mapping_state = mapping_state
@@ -233,7 +233,8 @@ class JobService:
         self.heartbeat_s = float(heartbeat_s)
         self.store = JobStore(client, heartbeat_ttl_s=3 * heartbeat_s, max_retries=max_retries)
         self.spaces = SpaceCatalog(client, uploads_dir=uploads_dir, max_vocab=max_vocab,
-                                   max_upload_bytes=max_upload_bytes, fallback=space_fallback)
+                                   max_upload_bytes=max_upload_bytes, fallback=space_fallback,
+                                   parse_limits=upload_limits)
         self.spaces.sync_settings(configured_spaces or {})
         self.celery = celery  # a Celery app bound to this service's Redis (closed with the service)
         self.send_task = send_task or celery_sender(celery)
@@ -407,18 +408,9 @@ class JobService:
 
     def _check_path_allowed(self, path: str) -> None:
         """Only files under the allowed roots may be registered (never e.g. /etc/...); checked on the real path."""
-        p = Path(path).expanduser()
-        if not p.is_absolute():
-            raise InvalidInput("path must be absolute (a path on the server)", detail={"field": "path"})
-        if self.space_roots is None:
-            return
-        real = Path(os.path.realpath(p))
-        roots = [Path(os.path.realpath(r)) for r in self.space_roots]
-        if not any(real == root or real.is_relative_to(root) for root in roots):
-            raise InvalidInput("path is outside the directories this server registers spaces from "
-                               "(the data directory, the configured spaces' directories, VISLEX_SPACE_PATH_ROOTS)",
-                               code="path_not_allowed",
-                               detail={"field": "path", "allowed_roots": [str(r) for r in roots]})
+        from services.infra.paths import allowed_path
+
+        allowed_path(path, self.space_roots, field="path")
 
     def register_space(self, name: str, path: str, fmt: str | None = None) -> dict[str, Any]:
         """Register a server-side file. Errors name the problem, never the file's content."""

@@ -1,6 +1,7 @@
 """Word spaces known to jobs: registered in Redis by name so that every process (API replicas, workers) resolves them.
 
-A space is a vectors file (validated with the CLI's rules, :func:`services.alignment.vectors.load_vectors`)
+A space is a vectors file (validated with the CLI's rules, :func:`services.alignment.vectors.load_vectors`;
+uploads in a bounded child process, :mod:`services.alignment.untrusted`)
 recorded as ``vislex:spaces:registry`` -> name -> JSON {path, fmt, fingerprint, words, dim, ...}.
 Spaces from ``Settings.spaces`` are recorded too (source "settings") so workers find them by name.
 Workers load spaces lazily, in the worker process, and keep them cached per process.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -21,13 +23,17 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 import redis
 
+from services.alignment.untrusted import ParseLimits, summarize_untrusted
 from services.errors import InvalidInput, NotFound, PayloadTooLarge
+from services.infra.paths import allowed_path
 
 REGISTRY_KEY = "vislex:spaces:registry"
 SPACES_CHANNEL = "vislex:spaces"
 # No '-' in names: pairs are spelled 'src-tgt' in keys and URLs.
 NAME_RE = re.compile(r"^[A-Za-z0-9_.]{1,64}$")
 _UPLOAD_SUFFIXES = (".vec", ".txt", ".vec.gz", ".txt.gz", ".bin")
+# Staging directories of uploads this old were left by a crash (an upload in progress is younger).
+_STALE_STAGING_S = 3600.0
 
 
 def _s(value: Any) -> str:
@@ -59,11 +65,13 @@ class SpaceCatalog:
 
     def __init__(self, client: redis.Redis, *, uploads_dir: Path, max_vocab: int | None = None,
                  max_upload_bytes: int = 20 * 1024 * 1024,
-                 fallback: Callable[[str], dict[str, Any] | None] | None = None):
+                 fallback: Callable[[str], dict[str, Any] | None] | None = None,
+                 parse_limits: ParseLimits | None = None):
         self.redis = client
         self.uploads_dir = Path(uploads_dir)
         self.max_vocab = max_vocab
         self.max_upload_bytes = max_upload_bytes
+        self.parse_limits = parse_limits or ParseLimits()
         # Spaces not registered here (e.g. encoder-derived ones of the serving layer): name -> info or None.
         self.fallback = fallback
         self._lock = threading.Lock()
@@ -82,11 +90,7 @@ class SpaceCatalog:
                  replace: bool = True) -> dict[str, Any]:
         """Validate the file (same rules as the CLI) and record it; returns the stored info."""
         check_name(name)
-        p = Path(path).expanduser()
-        if not p.is_absolute():
-            raise InvalidInput(f"path {str(path)!r} must be absolute (a path on the server)", detail={"field": "path"})
-        if not p.is_file():
-            raise InvalidInput(f"path {str(p)!r}: no such file on the server", detail={"field": "path"})
+        p = allowed_path(str(path), None, field="path")
         wv = _load(str(p), fmt, self.max_vocab)
         info = {
             "name": name, "path": str(p.resolve()), "fmt": fmt, "source": source, "registered_at": time.time(),
@@ -103,7 +107,13 @@ class SpaceCatalog:
 
     def save_upload(self, name: str, filename: str, stream: BinaryIO, *, vocab: BinaryIO | None = None,
                     fmt: str | None = None) -> dict[str, Any]:
-        """Store an uploaded vectors file (bounded by max_upload_bytes) under the uploads dir, then register it."""
+        """Validate an upload (bounded copy, bounded child parse), then swap it in under ``name``; returns its info.
+
+        Nothing under the final name changes until the file is known good: the bytes are staged in a private
+        directory, parsed there, and only then moved over ``<name><suffix>`` with ``os.replace`` (atomic), so a
+        rejected upload leaves the existing space's file, and the registry entry, exactly as they were. The
+        staging directory is removed whatever happens.
+        """
         check_name(name)
         lower = (filename or "").lower()
         suffix = next((s for s in _UPLOAD_SUFFIXES if lower.endswith(s)), None)
@@ -117,39 +127,64 @@ class SpaceCatalog:
                                "or pass 'format'", detail={"field": "file"})
         suffix = suffix or {"bin": ".bin", "npy": ".npy"}.get((fmt or "").lower(), ".vec")
         self.uploads_dir.mkdir(parents=True, exist_ok=True)
-        final = self.uploads_dir / f"{name}{suffix}"
-        budget = [self.max_upload_bytes]
-        tmp_vec = self._copy_bounded(stream, budget)
-        tmp_vocab = self._copy_bounded(vocab, budget) if vocab is not None else None
+        self._remove_stale_staging()
+        staging = Path(tempfile.mkdtemp(dir=self.uploads_dir, prefix=".upload-"))
         try:
-            if tmp_vocab is not None:  # .npy needs its sibling <stem>.vocab.txt at the final location
-                os.replace(tmp_vocab, self.uploads_dir / f"{name}.vocab.txt")
-                tmp_vocab = None
-            os.replace(tmp_vec, final)
-            tmp_vec = None
-            return self.register(name, final, fmt=fmt, source="upload")
+            budget = [self.max_upload_bytes]
+            staged = staging / f"{name}{suffix}"
+            self._copy_bounded(stream, staged, budget)
+            staged_vocab = staging / f"{name}.vocab.txt"  # .npy needs its sibling <stem>.vocab.txt
+            if vocab is not None:
+                self._copy_bounded(vocab, staged_vocab, budget)
+            summary = summarize_untrusted(staged, display_name=filename or f"{name}{suffix}", fmt=fmt,
+                                          max_vocab=self.max_vocab, limits=self.parse_limits)
+            final = self.uploads_dir / f"{name}{suffix}"
+            with self._lock:
+                previous = self.get(name)
+                if vocab is not None:
+                    os.replace(staged_vocab, self.uploads_dir / staged_vocab.name)
+                os.replace(staged, final)
+                info = {"name": name, "path": str(final.resolve()), "fmt": fmt, "source": "upload",
+                        "registered_at": time.time(), "words": int(summary["words"]), "dim": int(summary["dim"]),
+                        "max_vocab": self.max_vocab, "fingerprint": summary["fingerprint"], **_file_stamp(final)}
+                self._put(name, info)
+            self.redis.publish(SPACES_CHANNEL, json.dumps({"name": name, "path": info["path"]}))
+            self._remove_replaced(previous, final)
+            return info
         finally:
-            for leftover in (tmp_vec, tmp_vocab):
-                if leftover is not None and os.path.exists(leftover):
-                    os.unlink(leftover)
+            shutil.rmtree(staging, ignore_errors=True)
 
-    def _copy_bounded(self, stream: BinaryIO, budget: list[int]) -> str:
-        fd, tmp = tempfile.mkstemp(dir=self.uploads_dir, prefix=".upload-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                while True:
-                    chunk = stream.read(1 << 20)
-                    if not chunk:
-                        break
-                    budget[0] -= len(chunk)
-                    if budget[0] < 0:
-                        raise PayloadTooLarge(f"upload exceeds max_upload_bytes={self.max_upload_bytes}",
-                                              detail={"limit": self.max_upload_bytes})
-                    out.write(chunk)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        return tmp
+    def _remove_replaced(self, previous: dict[str, Any] | None, final: Path) -> None:
+        """An earlier upload under the same name in another format (``x.vec`` replaced by ``x.bin``) is now orphaned."""
+        if not previous or previous.get("source") != "upload" or not previous.get("path"):
+            return
+        old = Path(previous["path"])
+        if old != final.resolve() and old.parent == self.uploads_dir.resolve():
+            old.unlink(missing_ok=True)
+            if old.suffix == ".npy":
+                old.with_name(old.stem + ".vocab.txt").unlink(missing_ok=True)
+
+    def _remove_stale_staging(self) -> None:
+        cutoff = time.time() - _STALE_STAGING_S
+        for stale in self.uploads_dir.glob(".upload-*"):
+            try:
+                if stale.stat().st_mtime < cutoff:
+                    shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
+            except OSError:
+                pass
+
+    def _copy_bounded(self, stream: BinaryIO, target: Path, budget: list[int]) -> None:
+        """Copy ``stream`` to ``target``, refusing (413) once the request's shared byte budget is spent."""
+        with open(target, "wb") as out:
+            while True:
+                chunk = stream.read(1 << 20)
+                if not chunk:
+                    break
+                budget[0] -= len(chunk)
+                if budget[0] < 0:
+                    raise PayloadTooLarge(f"upload exceeds max_upload_bytes={self.max_upload_bytes}",
+                                          detail={"limit": self.max_upload_bytes})
+                out.write(chunk)
 
     # ---- lookup ---------------------------------------------------------------------------
     def _put(self, name: str, info: dict[str, Any]) -> None:
