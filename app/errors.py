@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 STATUS_BY_ERROR: dict[type[E.VislexError], int] = {
     E.BadRequest: 400,
+    E.Unauthorized: 401,
+    E.Forbidden: 403,
     E.NotFound: 404,
     E.Conflict: 409,
     E.PayloadTooLarge: 413,
@@ -33,6 +35,8 @@ STATUS_BY_ERROR: dict[type[E.VislexError], int] = {
 
 _DESCRIPTIONS = {
     400: "Malformed request (e.g. body is not valid JSON)",
+    401: "An API key is required (Authorization: Bearer <key>)",
+    403: "The API key is not accepted",
     404: "Unknown resource (language, pair, word, job, gallery)",
     409: "Conflicts with the resource's current state",
     413: "Batch or upload over the configured limit",
@@ -130,6 +134,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _domain(request: Request, exc: E.VislexError) -> JSONResponse:
         status = status_for(exc)
         headers = {"Retry-After": "1"} if status in (429, 503) else None
+        if status == 401:  # RFC 6750: tell the client which scheme to use
+            headers = {"WWW-Authenticate": "Bearer"}
         return error_response(status, exc.code, exc.message, exc.detail, headers)
 
     # Every Redis-backed route at once (jobs, spaces, cache writes): a Redis outage is a 503, never a 500.

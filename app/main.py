@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import vislex
+from app.auth import KeyGuard, read_dependencies
+from app.body_limit import BodyLimitMiddleware
 from app.errors import add_bad_json_responses, install_error_handlers
 from app.middleware import RequestContextMiddleware
 from app.runtime import Runtime
@@ -45,11 +47,16 @@ def create_app(settings: Settings | None = None, *, background_load: bool = True
         description="Word translation through vision: WALIP, L1 refinement, InstaMap, uCLIP.",
         lifespan=lifespan,
         generate_unique_id_function=lambda route: route.name,
+        dependencies=read_dependencies(settings),
     )
+    app.state.key_guard = KeyGuard.from_settings(settings)
     install_error_handlers(app)
     for router in _routers():
         app.include_router(router)
     add_bad_json_responses(app)
+    # Inside the request context (added first): a 413 still gets a request id, a log line and a metric.
+    app.add_middleware(BodyLimitMiddleware, max_json_bytes=settings.max_json_bytes,
+                       max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestContextMiddleware, max_in_flight=settings.max_in_flight)
     return app
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -41,7 +41,17 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(256, ge=1, description="requests served at once before 429")
     max_batch_words: int = Field(2000, ge=1)
     max_word_length: int = Field(100, ge=1)
-    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest multipart request body (all its files)")
+    # --- issue 19 part A: request bounds, untrusted uploads, authentication ---
+    max_json_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="largest non-multipart request body")
+    max_decompressed_bytes: int = Field(256 * 1024 * 1024, ge=1, description="bytes an uploaded vectors file "
+                                        "(.vec.gz, .npy vocabulary) may expand to")
+    upload_parse_memory_bytes: int = Field(2 * 1024 * 1024 * 1024, ge=64 * 1024 * 1024, description="memory the "
+                                           "child process parsing an uploaded vectors file may allocate")
+    upload_parse_timeout_s: float = Field(120.0, gt=0, description="seconds an uploaded vectors file may take to parse")
+    api_keys: list[str] | str | None = Field(None, repr=False, description="keys for writes: a JSON list, "
+                                             "comma-separated keys, or the absolute path of a file with one key per line")
+    auth_reads: bool = Field(False, description="require a key for reads too (not /healthz, /readyz)")
 
     # --- Redis and jobs ---
     redis_url: str | None = Field(None, description="external Redis; unset = embedded server under data_dir")
@@ -59,9 +69,21 @@ class Settings(BaseSettings):
         default_factory=list, description="extra directories POST /v1/spaces may register server-side files from "
         "(always allowed: data_dir and the directories of the configured spaces)")
     mappings: dict[str, str] = Field(default_factory=dict, description="'src-tgt' -> Mapping file")
-    encoder_languages: list[str] = Field(default_factory=lambda: ["en", "fr", "de", "es", "it", "ru"])
+    encoder_languages: list[str] = Field(
+        default_factory=lambda: ["en", "fr", "de", "es", "it", "ru"],
+        description="encoder-derived spaces built at startup (/readyz is 200 once they are served)")
+    encoder_languages_lazy: list[str] = Field(
+        default_factory=lambda: ["pt", "nl", "pl", "tr", "ar", "ja", "ko", "zh"],
+        description="encoder-derived spaces built after startup, in the background (a request for one moves it "
+        "to the front; until it is built it answers 503 'space_loading')")
     text_encoder: str = "use-multilingual"
     encoder_vocab_size: int = Field(20000, ge=10)
+    vocab_max_foreign_zipf: float | None = Field(
+        1.0, gt=0, description="language-pure vocabularies: drop a word from language L when it is at least "
+        "10^x times more frequent in another reference language (null: keep every word of the frequency list)")
+    vocab_reference_languages: list[str] = Field(
+        default_factory=lambda: ["en"], description="languages a served vocabulary is compared with, besides "
+        "the served encoder languages")
     max_vocab: int | None = Field(None, ge=1)
     normalize: str = "unit,center,unit"
     index_type: Literal["flat", "hnsw", "ivf"] = "flat"
@@ -117,6 +139,19 @@ class Settings(BaseSettings):
         from services.vision.config import parse_templates
 
         return parse_templates(value)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys(cls, value: list[str] | str | None) -> list[str]:
+        from app.auth import parse_api_keys
+
+        return parse_api_keys(value)
+
+    @model_validator(mode="after")
+    def _auth_reads_needs_keys(self) -> "Settings":
+        if self.auth_reads and not self.api_keys:
+            raise ValueError("VISLEX_AUTH_READS=true needs VISLEX_API_KEYS (no key could ever be accepted)")
+        return self
 
     @field_validator("normalize")
     @classmethod

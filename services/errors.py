@@ -81,3 +81,15 @@ class TimeLimitExceeded(VislexError):
     """A long computation ran past its time limit."""
 
     code = "time_limit_exceeded"
+
+
+class Unauthorized(VislexError):
+    """The request needs an API key and carries none (401)."""
+
+    code = "unauthorized"
+
+
+class Forbidden(VislexError):
+    """The request's API key is not one the server accepts (403)."""
+
+    code = "forbidden"

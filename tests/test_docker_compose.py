@@ -68,3 +68,16 @@ def test_worker_healthcheck_is_the_cli_ping():
     for option in check["test"][3:]:
         if option.startswith("--"):
             assert option in help_text
+
+
+def test_compose_does_not_publish_the_api_on_all_interfaces_without_a_key():
+    """Issue 19: an anonymous API on every interface lets anyone write. Either the port is bound to loopback,
+    or the compose file refuses to start without VISLEX_API_KEYS (``${VISLEX_API_KEYS:?...}``)."""
+    yaml = pytest.importorskip("yaml")
+    api = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["api"]
+    key = str(api["environment"].get("VISLEX_API_KEYS", ""))
+    key_required = key.startswith("${VISLEX_API_KEYS:?")
+    for port in api.get("ports", []):
+        spec = port if isinstance(port, str) else f"{port.get('host_ip', '')}:{port.get('published')}:{port.get('target')}"
+        assert key_required or spec.startswith(("127.0.0.1:", "[::1]:", "localhost:")), spec
+    assert "VISLEX_API_KEYS" in api["environment"]  # keys reach the API when the operator sets them

@@ -47,6 +47,7 @@ def serve(
 ) -> None:
     """Run the API; with no VISLEX_REDIS_URL also an embedded Redis and one worker."""
     from services.observability import configure_logging
+    from vislex.supervisor import auth_notices
     from vislex.supervisor import serve as run
 
     overrides: dict = {}
@@ -64,6 +65,8 @@ def serve(
         env["VISLEX_PORT"] = str(port)
     settings = _settings_or_exit(**overrides)
     configure_logging(settings.log_level, settings.log_json)
+    for notice in auth_notices(settings):
+        typer.echo(notice, err=True)
     run(settings, env)
 
 

@@ -76,6 +76,22 @@ class Supervisor:
             self.redis = None
 
 
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def auth_notices(settings: Settings) -> list[str]:
+    """What ``vislex serve`` says at start about API keys: whether writes are protected, a warning when exposed."""
+    if settings.api_keys:
+        reads = "reads too (VISLEX_AUTH_READS)" if settings.auth_reads else "reads are open"
+        return [f"vislex: writes need an API key ({len(settings.api_keys)} configured); {reads}"]
+    notices = ["vislex: writes are NOT protected: VISLEX_API_KEYS is unset, so anyone who reaches the API "
+               "can register spaces, run jobs and delete galleries"]
+    if settings.host not in _LOOPBACK and not settings.host.startswith("127."):
+        notices.append(f"WARNING: vislex binds {settings.host}:{settings.port}, beyond loopback, without API keys; "
+                       "set VISLEX_API_KEYS or bind 127.0.0.1")
+    return notices
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 

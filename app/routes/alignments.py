@@ -1,26 +1,16 @@
-"""Routes for alignment jobs (submit, status, list, cancel, results) and bring-your-own word spaces."""
+"""Routes for alignment jobs (submit, status, list, cancel, results); registering spaces is in routes/spaces.py."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
-from pydantic import ValidationError
 
-from app.deps import JobsDep, RuntimeDep
+from app.auth import WriteAccess
+from app.deps import JobsDep
 from app.errors import responses
-from app.schemas.alignments import (
-    AlignmentDictionary,
-    AlignmentJob,
-    AlignmentList,
-    AlignmentRequest,
-    SpaceInfo,
-    SpaceRegistration,
-)
-from services.errors import BadRequest, InvalidInput, PayloadTooLarge, UnsupportedMedia
+from app.schemas.alignments import AlignmentDictionary, AlignmentJob, AlignmentList, AlignmentRequest
 
 router = APIRouter(tags=["alignments"])
 
@@ -41,8 +31,8 @@ def _json(job: AlignmentJob, status: int, **headers: str) -> JSONResponse:
 
 @router.post("/v1/alignments", response_model=AlignmentJob, status_code=202,
              responses={200: {"model": AlignmentJob, "description": "Identical job exists (cached: true)"},
-                        **responses(404)})
-def submit_alignment(body: AlignmentRequest, jobs: JobsDep) -> JSONResponse:
+                        **responses(401, 403, 404)})
+def submit_alignment(body: AlignmentRequest, jobs: JobsDep, _key: WriteAccess) -> JSONResponse:
     """Queue an alignment job (202 + Location); identical work returns the existing job (200, cached)."""
     view, created = jobs.submit(body.model_dump())
     job = _job(view, cached=not created)
@@ -78,8 +68,8 @@ def get_alignment(job_id: str, jobs: JobsDep) -> JSONResponse:
 
 @router.delete("/v1/alignments/{job_id}", response_model=AlignmentJob, status_code=202,
                responses={200: {"model": AlignmentJob, "description": "Queued job cancelled at once"},
-                          **responses(404, 409)})
-def cancel_alignment(job_id: str, jobs: JobsDep) -> JSONResponse:
+                          **responses(401, 403, 404, 409)})
+def cancel_alignment(job_id: str, jobs: JobsDep, _key: WriteAccess) -> JSONResponse:
     """Cancel: a queued job at once (200), a running one at its next iteration boundary (202)."""
     job = _job(jobs.cancel(job_id))
     return _json(job, 200 if job.state == "cancelled" else 202)
@@ -105,60 +95,3 @@ def download_alignment_mapping(job_id: str, jobs: JobsDep) -> FileResponse:
     path, sha256 = jobs.mapping_file(job_id)
     return FileResponse(path, media_type="application/octet-stream", filename=f"mapping-{job_id}.npz",
                         headers={"ETag": f'"{sha256}"', "X-Checksum-Sha256": sha256})
-
-
-def _space_info(info: dict[str, Any], runtime) -> SpaceInfo:
-    serving = False
-    try:
-        serving = runtime.spaces is not None and info["name"] in runtime.spaces.spaces
-    except Exception:
-        serving = False
-    return SpaceInfo(name=info["name"], path=info.get("path"), format=info.get("fmt"), source=info.get("source", "?"),
-                     words=info.get("words"), dim=info.get("dim"), fingerprint=info.get("fingerprint"),
-                     serving=serving)
-
-
-@router.post("/v1/spaces", response_model=SpaceInfo, status_code=201, responses=responses(400, 409, 413, 415),
-             openapi_extra={"requestBody": {"content": {
-                 "application/json": {"schema": SpaceRegistration.model_json_schema()},
-                 "multipart/form-data": {"schema": {"type": "object", "required": ["name", "file"], "properties": {
-                     "name": {"type": "string"}, "format": {"type": "string"},
-                     "file": {"type": "string", "format": "binary"},
-                     "vocab": {"type": "string", "format": "binary", "description": "<stem>.vocab.txt for .npy"},
-                 }}}}, "required": True}})
-async def register_space(request: Request, jobs: JobsDep, runtime: RuntimeDep) -> JSONResponse:
-    """Register a word space from a server-side path (JSON) or an upload (multipart); validated like the CLI."""
-    content_type = request.headers.get("content-type", "")
-    limit = runtime.settings.max_upload_bytes
-    if content_type.startswith("multipart/form-data"):
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit + 64 * 1024:
-            raise PayloadTooLarge(f"upload exceeds max_upload_bytes={limit}", detail={"limit": limit})
-        form = await request.form()
-        name, upload, vocab = form.get("name"), form.get("file"), form.get("vocab")
-        fmt = form.get("format") or None
-        if not isinstance(name, str) or not name:
-            raise InvalidInput("name: field required", detail={"field": "name"})
-        if upload is None or isinstance(upload, str):
-            raise InvalidInput("file: an uploaded vectors file is required", detail={"field": "file"})
-        info = await asyncio.to_thread(jobs.upload_space, name, upload.filename or "", upload.file,
-                                       vocab.file if vocab is not None and not isinstance(vocab, str) else None, fmt)
-    elif content_type.startswith("application/json") or not content_type:
-        try:
-            payload = json.loads(await request.body())
-        except ValueError:  # malformed JSON (or not UTF-8) is a 400, like every other JSON endpoint
-            raise BadRequest("request body is not valid JSON", detail={"field": "body"}) from None
-        try:
-            body = SpaceRegistration.model_validate(payload)
-        except ValidationError as exc:
-            errors = [{"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"], "type": e["type"]}
-                      for e in exc.errors()]
-            first = errors[0]
-            raise InvalidInput(f"{first['field']}: {first['message']}",
-                               detail={"field": first["field"], "errors": errors}) from None
-        info = await asyncio.to_thread(jobs.register_space, body.name, body.path, body.format)
-    else:
-        raise UnsupportedMedia(f"send application/json or multipart/form-data, not {content_type!r}",
-                               detail={"content_type": content_type})
-    space = _space_info(info, runtime)
-    return JSONResponse(space.model_dump(mode="json"), status_code=201)

@@ -7,6 +7,7 @@ import json
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
+from app.auth import WriteAccess
 from app.deps import RetrievalDep
 from app.errors import responses
 from app.schemas.galleries import (
@@ -43,8 +44,8 @@ async def _read(upload: UploadFile, limit: int) -> tuple[str, str | None, bytes]
 
 
 # ---- galleries -----------------------------------------------------------------------------
-@router.post("/v1/galleries", response_model=CollectionInfo, status_code=201, responses=responses(409))
-def create_gallery(body: CollectionCreate, retrieval: RetrievalDep) -> CollectionInfo:
+@router.post("/v1/galleries", response_model=CollectionInfo, status_code=201, responses=responses(401, 403, 409))
+def create_gallery(_key: WriteAccess, body: CollectionCreate, retrieval: RetrievalDep) -> CollectionInfo:
     """Create an empty image gallery."""
     return CollectionInfo(**retrieval.create_gallery(name=body.name, gallery_id=body.id))
 
@@ -61,16 +62,16 @@ def get_gallery(gallery_id: str, retrieval: RetrievalDep) -> CollectionInfo:
     return CollectionInfo(**retrieval.galleries.get(gallery_id).describe())
 
 
-@router.delete("/v1/galleries/{gallery_id}", status_code=204, responses=responses(404))
-def delete_gallery(gallery_id: str, retrieval: RetrievalDep) -> Response:
+@router.delete("/v1/galleries/{gallery_id}", status_code=204, responses=responses(401, 403, 404))
+def delete_gallery(_key: WriteAccess, gallery_id: str, retrieval: RetrievalDep) -> Response:
     """Delete a gallery with all its images."""
     retrieval.galleries.delete(gallery_id)
     return Response(status_code=204)
 
 
 @router.post("/v1/galleries/{gallery_id}/images", response_model=ImageUploadResult, status_code=201,
-             responses=responses(404, 413, 415))
-async def add_gallery_images(gallery_id: str, retrieval: RetrievalDep,
+             responses=responses(401, 403, 404, 413, 415))
+async def add_gallery_images(_key: WriteAccess, gallery_id: str, retrieval: RetrievalDep,
                              files: list[UploadFile] = File(..., description="one or more images")) -> ImageUploadResult:
     """Embed and index a batch of images (all-or-nothing; duplicates by content hash are reported, not added)."""
     retrieval.galleries.get(gallery_id)  # 404 before reading any bytes
@@ -86,8 +87,8 @@ def list_gallery_images(gallery_id: str, retrieval: RetrievalDep, offset: int = 
     return ImageList(gallery=gallery_id, images=gallery.items(offset, limit), total=len(gallery))
 
 
-@router.delete("/v1/galleries/{gallery_id}/images/{image_id}", status_code=204, responses=responses(404))
-def delete_gallery_image(gallery_id: str, image_id: int, retrieval: RetrievalDep) -> Response:
+@router.delete("/v1/galleries/{gallery_id}/images/{image_id}", status_code=204, responses=responses(401, 403, 404))
+def delete_gallery_image(_key: WriteAccess, gallery_id: str, image_id: int, retrieval: RetrievalDep) -> Response:
     """Remove one image from a gallery."""
     retrieval.galleries.get(gallery_id).delete(image_id)
     return Response(status_code=204)
@@ -113,8 +114,8 @@ async def search_gallery_image(gallery_id: str, retrieval: RetrievalDep, file: U
 
 
 # ---- caption collections ------------------------------------------------------------------
-@router.post("/v1/captions", response_model=CollectionInfo, status_code=201, responses=responses(409))
-def create_captions(body: CollectionCreate, retrieval: RetrievalDep) -> CollectionInfo:
+@router.post("/v1/captions", response_model=CollectionInfo, status_code=201, responses=responses(401, 403, 409))
+def create_captions(_key: WriteAccess, body: CollectionCreate, retrieval: RetrievalDep) -> CollectionInfo:
     """Create an empty caption collection (texts to retrieve for an image)."""
     return CollectionInfo(**retrieval.create_captions(name=body.name, collection_id=body.id))
 
@@ -125,22 +126,22 @@ def list_captions(retrieval: RetrievalDep) -> CollectionList:
     return CollectionList(collections=retrieval.captions.list())
 
 
-@router.delete("/v1/captions/{collection_id}", status_code=204, responses=responses(404))
-def delete_captions(collection_id: str, retrieval: RetrievalDep) -> Response:
+@router.delete("/v1/captions/{collection_id}", status_code=204, responses=responses(401, 403, 404))
+def delete_captions(_key: WriteAccess, collection_id: str, retrieval: RetrievalDep) -> Response:
     """Delete a caption collection."""
     retrieval.captions.delete(collection_id)
     return Response(status_code=204)
 
 
 @router.post("/v1/captions/{collection_id}/texts", response_model=CaptionUploadResult, status_code=201,
-             responses=responses(404, 413))
-def add_caption_texts(collection_id: str, body: CaptionUpload, retrieval: RetrievalDep) -> CaptionUploadResult:
+             responses=responses(401, 403, 404, 413))
+def add_caption_texts(_key: WriteAccess, collection_id: str, body: CaptionUpload, retrieval: RetrievalDep) -> CaptionUploadResult:
     """Embed and index texts (any supported language); duplicates are reported, not added."""
     return CaptionUploadResult(**retrieval.add_texts(collection_id, [t.model_dump() for t in body.texts]))
 
 
-@router.delete("/v1/captions/{collection_id}/texts/{text_id}", status_code=204, responses=responses(404))
-def delete_caption_text(collection_id: str, text_id: int, retrieval: RetrievalDep) -> Response:
+@router.delete("/v1/captions/{collection_id}/texts/{text_id}", status_code=204, responses=responses(401, 403, 404))
+def delete_caption_text(_key: WriteAccess, collection_id: str, text_id: int, retrieval: RetrievalDep) -> Response:
     """Remove one text from a caption collection."""
     retrieval.captions.get(collection_id).delete(text_id)
     return Response(status_code=204)

@@ -10,23 +10,28 @@ from pydantic import BaseModel, ConfigDict, Field
 class UclipTrainingRequest(BaseModel):
     """Train uCLIP heads (methods.md, uCLIP): English queries, an image folder, unlabelled target-language texts.
 
-    Paths are read by the worker (same filesystem as the API's data dir).
+    Paths are read by the worker (same filesystem as the API's data dir) and must lie under the directories
+    ``POST /v1/spaces`` reads from (data dir, configured spaces' directories, ``VISLEX_SPACE_PATH_ROOTS``)
+    or under ``VISLEX_IMAGES_DIR``. Types are strict: ``true`` is not a number, ``"5"`` is not an integer.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: 1e308 is a number, but inf/NaN (and overflowing literals) are not.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-    queries: list[str] = Field(default_factory=list, description="English query texts")
-    queries_files: list[str] = Field(default_factory=list, description="text files, one query per line (.gz ok)")
+    queries: list[str] = Field(default_factory=list, max_length=100_000, description="English query texts")
+    queries_files: list[str] = Field(default_factory=list, max_length=64,
+                                     description="text files, one query per line (.gz ok)")
     images_dir: str = Field(..., min_length=1, description="folder of images: the image memory bank V")
     max_images: int | None = Field(None, ge=1)
-    texts: list[str] = Field(default_factory=list, description="unlabelled texts in the target languages (bank M)")
-    texts_files: list[str] = Field(default_factory=list)
+    texts: list[str] = Field(default_factory=list, max_length=100_000,
+                             description="unlabelled texts in the target languages (bank M)")
+    texts_files: list[str] = Field(default_factory=list, max_length=64)
     max_texts_per_file: int | None = Field(None, ge=1)
     config: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields: epochs, batch_size, lr, "
                                    "retrieval_temperature, loss_temperature, noise_sigma, intra_weight, heads{...}")
     text_encoder: str | None = Field(None, description="default: the service's text_encoder setting")
     activate: bool = Field(True, description="make the result the served heads when it succeeds")
-    time_limit_s: float | None = Field(None, gt=0)
+    time_limit_s: float | None = Field(None, gt=0, description="at most VISLEX_JOB_TIME_LIMIT_S")
     queue: Literal["light", "heavy"] = "heavy"
     force: bool = Field(False, description="run again even if an identical job exists")
 
@@ -66,7 +71,7 @@ class UclipTrainingList(BaseModel):
 
 
 class HeadsActivate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     checkpoint: str = Field(..., min_length=1, description="path of a heads checkpoint (e.g. from a training result)")
 

@@ -10,6 +10,7 @@ import numpy as np
 from celery import Celery
 
 from app.runtime import Runtime
+from services.alignment.untrusted import ParseLimits
 from services.jobs.celery_app import celery_app, configure
 from services.jobs.service import JobService
 
@@ -133,6 +134,9 @@ def load(runtime: Runtime) -> None:
         on_space=_serve_new_space(runtime), space_fallback=_served_space(runtime), celery=sender,
         space_roots=allowed_space_roots(settings), seed_check=_fingerprint_seed_check(settings),
         mapping_state=_mapping_state(runtime), served_spaces=_served_spaces(runtime),
+        upload_limits=ParseLimits(max_decompressed_bytes=settings.max_decompressed_bytes,
+                                  memory_bytes=settings.upload_parse_memory_bytes,
+                                  timeout_s=settings.upload_parse_timeout_s),
     )
     jobs.start_monitor()
     runtime.jobs = jobs

@@ -68,7 +68,8 @@ def test_gallery_lifecycle_errors_training_and_restart(make_client, wired, tmp_p
     image_dir.mkdir()
     for i in range(10):
         (image_dir / f"{i}.png").write_bytes(png(100 + i))
-    with make_client(max_upload_bytes=40_000) as client:
+    # training reads the image folder: it must lie under a directory the server reads from (issue 19)
+    with make_client(max_upload_bytes=40_000, space_path_roots=[str(image_dir)]) as client:
         assert client.get("/v1/galleries/nope").status_code == 404
         gid = client.post("/v1/galleries", json={"name": "pets", "id": "pets"}).json()["id"]
         assert client.post("/v1/galleries", json={"id": "pets"}).status_code == 409

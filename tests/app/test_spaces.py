@@ -53,3 +53,113 @@ def test_neighbor_errors(client, path, params, status, code):
     r = client.get(path, params=params)
     assert r.status_code == status, r.text
     assert r.json()["error"]["code"] == code
+
+
+# ---- POST /v1/spaces: untrusted uploads and server paths (issue 19) ----------------------------------------
+GOOD_VEC = b"2 3\nchat 0.1 0.2 0.3\nchien 0.3 0.4 0.5\n"
+
+
+@pytest.fixture()
+def writer(make_client):
+    with make_client(max_upload_bytes=1 << 20) as c:
+        yield c
+
+
+def _upload(client, name, filename, data: bytes):
+    return client.post("/v1/spaces", data={"name": name}, files={"file": (filename, data)})
+
+
+def _uploads_dir(client):
+    return client.app.state.runtime.settings.data_dir / "spaces"
+
+
+def _fasttext_claiming_words(words: int) -> bytes:
+    import struct
+
+    args = struct.pack("<12id", 8, 5, 1, 1, 5, 1, 2, 2, 2_000_000, 3, 6, 100, 1e-4)
+    return struct.pack("<ii", 793712314, 12) + args + struct.pack("<iiiqq", words, words, 0, 100, -1)
+
+
+def test_rejected_upload_leaves_the_existing_space_intact(writer):
+    r = _upload(writer, "mine", "mine.vec", GOOD_VEC)
+    assert r.status_code == 201, r.text
+    before = writer.get("/v1/spaces").json()
+    stored = _uploads_dir(writer) / "mine.vec"
+    assert stored.read_bytes() == GOOD_VEC
+    info_before = writer.app.state.runtime.jobs.spaces.get("mine")
+    for filename, junk in [("mine.vec", b"3 3\nchat 0.1 0.2 0.3\nchat 0.1\n"), ("mine.bin", _fasttext_claiming_words(5)),
+                           ("mine.vec", b"\xff\xfe not vectors at all")]:
+        r = _upload(writer, "mine", filename, junk)
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["detail"]["field"] == "file"
+        # the space's file, its registry entry and what is served are exactly as before
+        assert stored.read_bytes() == GOOD_VEC
+        assert writer.app.state.runtime.jobs.spaces.get("mine") == info_before
+        assert writer.get("/v1/spaces").json() == before
+        # and the rejected bytes are not left anywhere under the uploads directory
+        assert sorted(p.name for p in _uploads_dir(writer).iterdir()) == ["mine.vec"]
+
+
+def test_upload_replaced_by_a_valid_one_in_another_format_swaps_cleanly(writer):
+    assert _upload(writer, "swap", "a.vec", GOOD_VEC).status_code == 201
+    r = _upload(writer, "swap", "a.vec.gz", __import__("gzip").compress(GOOD_VEC.replace(b"0.1", b"0.9")))
+    assert r.status_code == 201, r.text
+    assert r.json()["path"] is None  # where the server keeps uploads is not the client's business
+    assert sorted(p.name for p in _uploads_dir(writer).iterdir()) == ["swap.vec.gz"]
+
+
+def test_truncated_fasttext_bin_upload_is_a_quick_422_naming_no_server_path(writer):
+    import time
+
+    start = time.monotonic()
+    r = _upload(writer, "claims", "claims.bin", _fasttext_claiming_words(5))
+    assert r.status_code == 422, r.text
+    assert time.monotonic() - start < 30  # the drill's file grew the API by GBs and stalled it
+    err = r.json()["error"]
+    assert err["code"] == "invalid_vector_file" and "truncated fastText .bin model" in err["message"]
+    assert "claims.bin" in err["message"] and str(writer.app.state.runtime.settings.data_dir) not in r.text
+    assert not (_uploads_dir(writer) / "claims.bin").exists()
+
+
+def test_gzip_bomb_upload_is_refused_at_the_decompressed_limit(make_client):
+    import gzip
+
+    bomb = gzip.compress(b"2 3\nchat 0.1 0.2 0.3\n" + b"0" * (8 << 20))  # 8 MB of zeros, no newline
+    assert len(bomb) < 100_000
+    with make_client(max_decompressed_bytes=1 << 20) as client:
+        r = _upload(client, "bomb", "bomb.vec.gz", bomb)
+        assert r.status_code == 422, r.text
+        assert "decompressed" in r.json()["error"]["message"]
+        assert list(_uploads_dir(client).iterdir()) == []
+
+
+def test_upload_parse_is_bounded_in_time_and_memory(make_client):
+    row = b" ".join([b"0"] * 100) + b"\n"  # 12M values: ~100 MB as float64 while parsing, 24 MB of text
+    rows = b"".join(b"w%d " % i + row for i in range(120_000))
+    with make_client(upload_parse_memory_bytes=64 << 20, max_upload_bytes=32 << 20) as client:
+        r = _upload(client, "heavy", "heavy.vec", rows)
+        assert r.status_code == 422, r.text
+        assert "memory" in r.json()["error"]["message"]
+    with make_client(upload_parse_timeout_s=0.05, max_upload_bytes=32 << 20) as client:
+        r = _upload(client, "slow", "slow.vec", rows)
+        assert r.status_code == 422 and "longer than" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("path", ["/\u0000", "/etc/\u0000passwd", "relative.vec", ""])
+def test_bad_server_paths_are_422_naming_the_field(writer, path):
+    r = writer.post("/v1/spaces", json={"name": "x", "path": path})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["detail"]["field"] == "path"
+
+
+def test_path_errors_expose_no_server_path(writer, tmp_path):
+    data_dir = str(writer.app.state.runtime.settings.data_dir.resolve())
+    for path in ("/etc/passwd", "/nonexistent/x.vec", f"{data_dir}/missing.vec", "~/x.vec"):
+        r = writer.post("/v1/spaces", json={"name": "x", "path": path})
+        assert r.status_code == 422, r.text
+        assert data_dir not in r.text and "/root" not in r.text and "/home" not in r.text
+        assert "allowed_roots" not in r.json()["error"]["detail"]
+    # outside the roots, a present and a missing file get the same answer: no existence oracle
+    present = writer.post("/v1/spaces", json={"name": "x", "path": "/etc/passwd"}).json()
+    missing = writer.post("/v1/spaces", json={"name": "x", "path": "/etc/no-such-file"}).json()
+    assert present == missing and present["error"]["code"] == "path_not_allowed"
