@@ -211,7 +211,9 @@ class SpaceCatalog:
             return info
         p = Path(info["path"])
         if not p.is_file():
-            raise NotFound(f"space {name!r}: file {p} no longer exists", detail={"field": field, "space": name})
+            # The server's file layout is not the client's business: the space, not its path, is named.
+            raise NotFound(f"space {name!r}: its vectors file no longer exists on the server",
+                           detail={"field": field, "space": name})
         stamp = _file_stamp(p)
         stale = (info.get("fingerprint") is None or info.get("size") != stamp["size"]
                  or info.get("mtime") != stamp["mtime"] or info.get("max_vocab") != self.max_vocab)

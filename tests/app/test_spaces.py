@@ -163,3 +163,12 @@ def test_path_errors_expose_no_server_path(writer, tmp_path):
     present = writer.post("/v1/spaces", json={"name": "x", "path": "/etc/passwd"}).json()
     missing = writer.post("/v1/spaces", json={"name": "x", "path": "/etc/no-such-file"}).json()
     assert present == missing and present["error"]["code"] == "path_not_allowed"
+
+
+def test_a_space_whose_file_vanished_is_a_404_naming_no_server_path(writer):
+    assert _upload(writer, "gone", "gone.vec", GOOD_VEC).status_code == 201
+    (_uploads_dir(writer) / "gone.vec").unlink()
+    r = writer.post("/v1/alignments", json={"src": "gone", "tgt": "gone", "method": "procrustes"})
+    assert r.status_code == 404, r.text
+    assert r.json()["error"]["detail"]["space"] == "gone"
+    assert str(writer.app.state.runtime.settings.data_dir.resolve()) not in r.text and "gone.vec" not in r.text
