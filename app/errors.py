@@ -80,6 +80,9 @@ def add_bad_json_responses(app: FastAPI) -> None:
                 if isinstance(operation, dict) and "requestBody" in operation:
                     operation.setdefault("responses", {}).setdefault("400", {
                         "description": _DESCRIPTIONS[400], "content": {"application/json": {"schema": error_ref}}})
+                    # Any body can cross VISLEX_MAX_JSON_BYTES / VISLEX_MAX_UPLOAD_BYTES (app/body_limit.py).
+                    operation["responses"].setdefault("413", {
+                        "description": _DESCRIPTIONS[413], "content": {"application/json": {"schema": error_ref}}})
         app.openapi_schema = schema
         return schema
 

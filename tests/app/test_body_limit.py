@@ -94,3 +94,12 @@ def test_bodies_under_the_limits_pass(client):
     r = client.post("/v1/spaces", data={"name": "ok"}, files={"file": ("ok.vec", b"1 2\nchat 0.1 0.2\n")})
     assert r.status_code == 201, r.text
     assert client.post("/v1/translate", json={"words": ["a"], "src": "en", "tgt": "fr"}).status_code != 413
+
+
+def test_every_operation_with_a_body_documents_413(client):
+    schema = client.get("/openapi.json").json()
+    with_body = [(path, method) for path, ops in schema["paths"].items() for method, op in ops.items()
+                 if "requestBody" in op]
+    assert ("/v1/translate", "post") in with_body and ("/v1/spaces", "post") in with_body
+    for path, method in with_body:
+        assert "413" in schema["paths"][path][method]["responses"], (method, path)
