@@ -83,6 +83,12 @@ def add_bad_json_responses(app: FastAPI) -> None:
                     # Any body can cross VISLEX_MAX_JSON_BYTES / VISLEX_MAX_UPLOAD_BYTES (app/body_limit.py).
                     operation["responses"].setdefault("413", {
                         "description": _DESCRIPTIONS[413], "content": {"application/json": {"schema": error_ref}}})
+                if isinstance(operation, dict) and operation.get("security"):
+                    # Reads secured app-wide by VISLEX_AUTH_READS (writes list these in their responses= already).
+                    for status in ("401", "403"):
+                        operation.setdefault("responses", {}).setdefault(status, {
+                            "description": _DESCRIPTIONS[int(status)],
+                            "content": {"application/json": {"schema": error_ref}}})
         app.openapi_schema = schema
         return schema
 

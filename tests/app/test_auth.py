@@ -67,6 +67,8 @@ def test_auth_reads_protects_reads_but_not_probes(make_client):
         assert client.get("/v1/spaces", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code in (200, 503)
+        operation = client.get("/openapi.json", headers={"Authorization": f"Bearer {KEY}"}).json()["paths"]["/v1/spaces"]["get"]
+        assert operation["security"] == [{"bearerAuth": []}] and {"401", "403"} <= set(operation["responses"])
 
 
 def test_without_keys_everything_is_open(make_client):
