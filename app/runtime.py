@@ -34,9 +34,17 @@ class ComponentState:
     reason: str | None = None
     required: bool = True
     seconds: float | None = None
+    # Live progress of a long load (e.g. languages built / total), shown by /readyz.
+    progress: dict[str, Any] | None = None
+    # Set by a loader once what it has built so far can answer requests (e.g. the languages built first).
+    serves_partially: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"state": self.state, "reason": self.reason, "required": self.required, "seconds": self.seconds}
+        out = {"state": self.state, "reason": self.reason, "required": self.required, "seconds": self.seconds}
+        if self.progress is not None:
+            out["progress"] = {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
+                               for k, v in self.progress.items()}
+        return out
 
 
 @dataclass
@@ -146,6 +154,8 @@ class Runtime:
     def require(self, component: str) -> None:
         """Raise 503 naming why ``component`` cannot serve this request."""
         state = self.components.get(component)
+        if state is not None and state.state == "loading" and state.serves_partially:
+            return  # what is built answers; what is not raises its own 503 (e.g. space_loading)
         if state is None or state.state != "ready":
             what = state.state if state else "not configured"
             reason = (state.reason if state else None) or what

@@ -75,7 +75,7 @@ def main() -> None:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     results: dict = {"device": "cpu", "vocab": n, "dim": d, "jobs": args.jobs}
     try:
-        settings = Settings(data_dir=tmp / "data", redis_url=url, encoder_languages=[], clip_pretrained=None,
+        settings = Settings(data_dir=tmp / "data", redis_url=url, encoder_languages=[], encoder_languages_lazy=[], clip_pretrained=None,
                             log_json=False, log_level="warning", job_heartbeat_s=1.0,
                             spaces={"en": str(en_path), "fr": str(fr_path)})
         with TestClient(create_app(settings, background_load=False)) as client:

@@ -16,6 +16,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Apps built by tests serve only the languages a test names: no background build of the lazily built
+# default languages (each is ~20k words through the real encoder). Tests of lazy building pass them explicitly.
+os.environ.setdefault("VISLEX_ENCODER_LANGUAGES_LAZY", "[]")
 
 
 @pytest.fixture(scope="session")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from app.errors import responses
-from app.schemas.translate import Retrieval, TranslateBatchRequest, TranslateBatchResponse, TranslateResponse
+from app.query import parse_query, query_parameters
+from app.schemas.translate import TranslateBatchRequest, TranslateBatchResponse, TranslateQuery, TranslateResponse
 from services.serving.translator import Translator
 
 router = APIRouter(tags=["translate"])
@@ -28,26 +29,22 @@ def _json(body: str) -> Response:
     return Response(content=body.encode("utf-8"), media_type="application/json")
 
 
-@router.get("/v1/translate", response_model=None, responses={200: {"model": TranslateResponse}, **responses(404)})
-async def translate_word(
-    translator: TranslatorDep,
-    word: Annotated[str, Query(description="word to translate (NFC; case-folded for lowercased vocabularies)")],
-    src: Annotated[str, Query(min_length=1, max_length=64, description="source language")],
-    tgt: Annotated[str, Query(min_length=1, max_length=64, description="target language")],
-    k: Annotated[int, Query(ge=1, le=100, description="number of translations")] = 5,
-    retrieval: Annotated[Retrieval, Query(description="nn (cosine) or csls")] = "csls",
-) -> Response:
+@router.get("/v1/translate", response_model=None, responses={200: {"model": TranslateResponse}, **responses(404, 422, 503)},
+            openapi_extra=query_parameters(TranslateQuery))
+async def translate_word(request: Request, translator: TranslatorDep) -> Response:
     """Top-k translations of one word (cached in Redis per mapping version)."""
-    found = translator.lookup(word, src, tgt, k, retrieval)  # validation, table or one Redis GET, inline
+    q = parse_query(TranslateQuery, request)  # one validation, not FastAPI's per-parameter one (the hot path)
+    # validation, table or one Redis GET, inline
+    found = translator.lookup(q.word, q.src, q.tgt, q.k, q.retrieval, q.exclude_identical)
     if found.body is not None:
         return _json(found.body)
     return _json(await translator.complete_async(found))  # batched with concurrent misses; FAISS off the loop
 
 
 @router.post("/v1/translate", response_model=None,
-             responses={200: {"model": TranslateBatchResponse}, **responses(404, 413)})
+             responses={200: {"model": TranslateBatchResponse}, **responses(404, 413, 422, 503)})
 async def translate_words(body: TranslateBatchRequest, translator: TranslatorDep) -> Response:
     """Translate a batch of words in one search; unknown words get their own error entry."""
     result = await asyncio.to_thread(translator.translate_batch_json, body.words, body.src, body.tgt,
-                                     body.k, body.retrieval)
+                                     body.k, body.retrieval, body.exclude_identical)
     return _json(result)

@@ -19,17 +19,28 @@ from app.runtime import ComponentUnavailable, Runtime
 from services.alignment.vectors import load_vectors, normalize
 from services.errors import Unavailable
 from services.serving.cache import TranslationCache
+from services.serving.encoder_spaces import EncoderSpaceBuilder
 from services.serving.registry import SpaceRegistry, identity_mapping, load_mapping_file
 from services.serving.space import WordSpace
 from services.serving.translator import Translator
+from services.serving.vocabulary import PurityRule
 
 log = logging.getLogger(__name__)
 
 MAPPING_POLL_S = 2.0
 
 
-def build_registry(settings, *, encoder_factory=None) -> SpaceRegistry:
-    """All configured spaces and mappings, ready to serve (CSLS r_S computed later, lazily)."""
+def purity_rule(settings) -> PurityRule | None:
+    """The language-purity rule of encoder-derived vocabularies (services/serving/vocabulary.py)."""
+    if settings.vocab_max_foreign_zipf is None:
+        return None
+    reference = sorted({*settings.encoder_languages, *settings.encoder_languages_lazy,
+                        *settings.vocab_reference_languages})
+    return PurityRule(max_foreign_zipf=settings.vocab_max_foreign_zipf, reference_languages=tuple(reference))
+
+
+def new_registry(settings) -> SpaceRegistry:
+    """The registry with every file space and saved mapping; encoder spaces come from :func:`encoder_builder`."""
     registry = SpaceRegistry(index_type=settings.index_type, storage_dtype=settings.storage_dtype,
                              csls_knn=settings.csls_knn, csls_cache_dir=settings.cache_dir / "csls",
                              table_k=settings.table_k, table_build=settings.table_build)
@@ -39,36 +50,46 @@ def build_registry(settings, *, encoder_factory=None) -> SpaceRegistry:
         X = normalize(wv.vectors, settings.normalize)
         registry.add_space(WordSpace.build(lang, wv.words, X, source=f"file:{path}", fingerprint=fingerprint,
                                            storage_dtype=settings.storage_dtype))
-    encoder_langs = [lang for lang in settings.encoder_languages if lang not in settings.spaces]
-    if encoder_langs:
-        from services.serving.encoder_spaces import build_encoder_vectors
-
-        group = f"encoder:{settings.text_encoder}"
-        for lang in encoder_langs:
-            wv = build_encoder_vectors(lang, settings.encoder_vocab_size, encoder_name=settings.text_encoder,
-                                       cache_dir=settings.cache_dir, encoder_factory=encoder_factory)
-            X = normalize(wv.vectors, settings.normalize)
-            registry.add_space(WordSpace.build(lang, wv.words, X, source=group, group=group,
-                                               fingerprint=wv.fingerprint(), storage_dtype=settings.storage_dtype))
-        # One multilingual encoder = one shared space: the identity maps between every two of its languages.
-        for src in encoder_langs:
-            for tgt in encoder_langs:
-                if src != tgt:
-                    s, t = registry.spaces[src], registry.spaces[tgt]
-                    registry.install_mapping(src, tgt, identity_mapping(s.dim, s.fingerprint, t.fingerprint),
-                                             compute_csls=False)
-    for pair, path in settings.mappings.items():
-        src, tgt = pair.split("-")
-        registry.install_mapping(src, tgt, load_mapping_file(path), compute_csls=False)
     return registry
 
 
-def _background(runtime: Runtime, registry: SpaceRegistry, stop: threading.Event) -> None:
+def encoder_builder(settings, registry: SpaceRegistry, *, encoder_factory=None) -> EncoderSpaceBuilder:
+    """A builder for the encoder languages (startup ones first, then the lazy ones) not served from files."""
+    langs = [lang for lang in [*settings.encoder_languages, *settings.encoder_languages_lazy]
+             if lang not in settings.spaces]
+    return EncoderSpaceBuilder(registry, langs, n=settings.encoder_vocab_size, encoder_name=settings.text_encoder,
+                               cache_dir=settings.cache_dir, normalize=settings.normalize,
+                               storage_dtype=settings.storage_dtype, rule=purity_rule(settings),
+                               encoder_factory=encoder_factory)
+
+
+def install_saved_mappings(settings, registry: SpaceRegistry) -> None:
+    for pair, path in settings.mappings.items():
+        src, tgt = pair.split("-")
+        registry.install_mapping(src, tgt, load_mapping_file(path), compute_csls=False)
+
+
+def build_registry(settings, *, encoder_factory=None) -> SpaceRegistry:
+    """All configured spaces (encoder ones too, startup and lazy) and mappings, built now (CLI, tests)."""
+    registry = new_registry(settings)
+    encoder_builder(settings, registry, encoder_factory=encoder_factory).build()
+    install_saved_mappings(settings, registry)
+    return registry
+
+
+def _background(runtime: Runtime, registry: SpaceRegistry, stop: threading.Event,
+                builder: EncoderSpaceBuilder | None = None) -> None:
     if registry.table_build == "eager":
         registry.request_all_tables()
     registry.warm_csls(stop)
     while not stop.is_set():
         registry.build_requested_tables(stop)
+        if builder is not None and builder.remaining:
+            # Lazy languages, one per turn, so a pair in use gets its tables between two of them.
+            builder.build_next()
+            if not builder.remaining:
+                builder.close()
+            continue
         registry.wait_for_work(MAPPING_POLL_S)  # woken early by a table request or by shutdown
         if stop.is_set() or runtime.redis is None:
             continue
@@ -81,10 +102,9 @@ def _background(runtime: Runtime, registry: SpaceRegistry, stop: threading.Event
 def load(runtime: Runtime) -> None:
     """Loader of the 'spaces' component."""
     settings = runtime.settings
-    try:
-        registry = build_registry(settings, encoder_factory=runtime.extras.get("text_encoder_factory"))
-    except Unavailable as exc:
-        raise ComponentUnavailable(str(exc)) from exc
+    registry = new_registry(settings)
+    builder = encoder_builder(settings, registry, encoder_factory=runtime.extras.get("text_encoder_factory"))
+    runtime.components["spaces"].progress = builder.progress
     cache = None
     if settings.cache_enabled and runtime.redis_url:
         from services.infra.redis import connect
@@ -95,6 +115,14 @@ def load(runtime: Runtime) -> None:
     runtime.cache = cache
     runtime.extras["translator"] = Translator(registry, cache, max_batch_words=settings.max_batch_words,
                                               max_word_length=settings.max_word_length)
+    # Served from here on: each startup language answers as soon as it is built (a fresh start embeds
+    # ~20k words per language); /readyz turns 200 once all of them are.
+    runtime.components["spaces"].serves_partially = True
+    try:
+        builder.build([lang for lang in settings.encoder_languages if lang not in settings.spaces])
+    except Unavailable as exc:
+        raise ComponentUnavailable(str(exc)) from exc
+    install_saved_mappings(settings, registry)
     if runtime.redis is not None:
         try:
             registry.sync_from_redis(runtime.redis)
@@ -108,7 +136,7 @@ def load(runtime: Runtime) -> None:
     stop = threading.Event()
     runtime.extras.setdefault("on_close", []).extend([stop.set, registry.wake])
     runtime.extras["serving_stop"] = stop
-    thread = threading.Thread(target=_background, args=(runtime, registry, stop), name="vislex-serving-sync",
+    thread = threading.Thread(target=_background, args=(runtime, registry, stop, builder), name="vislex-serving-sync",
                               daemon=True)
     runtime.extras["serving_thread"] = thread
     thread.start()

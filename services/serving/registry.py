@@ -138,6 +138,10 @@ class SpaceRegistry:
         self._tables_failed: set[tuple[str, str, str]] = set()  # (src, tgt, version): not retried
         self._tables_lock = threading.Lock()
         self._work = threading.Event()  # set when a table is requested (or on shutdown): wakes the builder
+        # Languages configured but not built yet (encoder spaces built after startup): lang -> reason it is
+        # not served ("building" or why it failed), and the callback that moves a wanted language forward.
+        self._pending: dict[str, str] = {}
+        self._prioritize: Any = None
         # (src, tgt) -> version a finished job published and version_push is installing: 503, not 404, meanwhile.
         self.installing: dict[tuple[str, str], str] = {}
 
@@ -154,6 +158,8 @@ class SpaceRegistry:
 
     def space(self, lang: str) -> WordSpace:
         space = self._state.spaces.get(lang)
+        if space is None and lang in self._pending:
+            self._space_loading(lang)
         if space is None:
             raise NotFound(f"no word space for language {lang!r}; loaded: {', '.join(self.languages()) or 'none'}",
                            code="space_not_found", detail={"lang": lang, "languages": self.languages()})
@@ -172,6 +178,33 @@ class SpaceRegistry:
         raise NotFound(f"no mapping {src}-{tgt}; available pairs: {', '.join(self.pair_names()) or 'none'}",
                        code="pair_not_found", detail={"src": src, "tgt": tgt, "pairs": self.pair_names()})
 
+    def _space_loading(self, lang: str) -> None:
+        reason = self._pending.get(lang)
+        if reason is None:
+            return
+        if reason != "building":
+            raise Unavailable(f"the {lang!r} space could not be built: {reason}", code="space_unavailable",
+                              detail={"lang": lang, "state": "failed", "reason": reason})
+        if self._prioritize is not None:
+            self._prioritize(lang)
+            self._work.set()
+        raise Unavailable(f"the {lang!r} space is still being built; retry in a few seconds", code="space_loading",
+                          detail={"lang": lang, "state": "loading", "pending": sorted(self._pending)})
+
+    def set_pending(self, languages: list[str], prioritize: Any = None) -> None:
+        """Declare languages that will be served once built (requests for them answer 503 ``space_loading``)."""
+        with self._write_lock:
+            self._pending.update({lang: "building" for lang in languages if lang not in self._state.spaces})
+            self._prioritize = prioritize
+
+    def fail_pending(self, lang: str, reason: str) -> None:
+        with self._write_lock:
+            if lang in self._pending:
+                self._pending[lang] = reason
+
+    def pending_languages(self) -> dict[str, str]:
+        return dict(self._pending)
+
     def base_index(self, lang: str) -> TargetIndex:
         self.space(lang)
         return self._state.base[lang]
@@ -189,6 +222,7 @@ class SpaceRegistry:
             old = self._state
             pairs = {k: v for k, v in old.pairs.items() if space.lang not in k}
             self._state = _Snapshot({**old.spaces, space.lang: space}, pairs, {**old.base, space.lang: base})
+            self._pending.pop(space.lang, None)
 
     def install_mapping(self, src: str, tgt: str, mapping: Any, *, compute_csls: bool = True) -> PairState:
         """Serve ``mapping`` for src→tgt: build mapped vectors, r_S and index aside, then swap atomically."""

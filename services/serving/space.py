@@ -1,7 +1,8 @@
 """A served word space: vocabulary, unit-normalised vectors, and query-word normalisation.
 
 Words are matched after the normalisation the space's vocabulary used: Unicode NFC always,
-case folding (``str.lower``) when the vocabulary is lowercased.
+case folding (``str.casefold``, applied to the vocabulary's keys and to queries alike, so German
+``Straße`` finds wordfreq's ``strasse`` and ``GROSS`` finds ``groß``) when the vocabulary is lowercased.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ def is_lowercased_vocabulary(words: list[str]) -> bool:
 
 
 def normalize_query_word(word: str, *, lowercase: bool) -> str:
-    """NFC, surrounding whitespace stripped, lowercased for lowercased vocabularies."""
+    """NFC, surrounding whitespace stripped, case-folded for lowercased vocabularies."""
     key = unicodedata.normalize("NFC", word.strip())
-    return key.lower() if lowercase else key
+    # casefold after NFC, then NFC again: folding can decompose (e.g. "İ" -> "i" + combining dot).
+    return unicodedata.normalize("NFC", key.casefold()) if lowercase else key
 
 
 @dataclass(eq=False)
@@ -88,11 +90,8 @@ class WordSpace:
         """Rows of ``words`` (int64, -1 for out-of-vocabulary words)."""
         get = self._keys.get
         lower = self.lowercase
-        nfc = unicodedata.normalize
-        out = np.fromiter(
-            (get(nfc("NFC", w.strip()).lower() if lower else nfc("NFC", w.strip()), -1) for w in words),
-            dtype=np.int64, count=len(words))
-        return out
+        return np.fromiter((get(normalize_query_word(w, lowercase=lower), -1) for w in words),
+                           dtype=np.int64, count=len(words))
 
     def require_row(self, word: str) -> int:
         row = self.row(word)

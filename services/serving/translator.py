@@ -8,6 +8,13 @@ augmented-vector trick); a batch is one MGET, one FAISS search for all missing w
 pipelined cache write.
 Bodies are assembled as JSON text (cached translation lists are spliced in verbatim), so no
 per-response model validation sits on the hot path.
+
+Identical strings (policy): in a shared encoder space a word and the same string in another language
+are one point (cosine 1.0). Served vocabularies are language-pure (services/serving/vocabulary.py), so
+a string present in both is a word of both (``table``, ``taxi``, German ``hotel``) and answering it is
+right far more often than not (on a dev split of MUSE en→fr, removing identical answers costs ~20 P@1
+points). ``exclude_identical=True`` drops the query's own string from the answers, for callers who know
+the word is a false friend (``pain``, ``main``): one more candidate is fetched and the identical one removed.
 """
 
 from __future__ import annotations
@@ -32,6 +39,19 @@ MAX_K = 100
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
+def _without_row(scores: np.ndarray, rows: np.ndarray, skip: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``k`` entries of each row of (scores, rows) (n, k+1) whose target row is not ``skip`` (n,)."""
+    drop = rows == skip[:, None]
+    order = np.argsort(drop, axis=1, kind="stable")[:, :k]  # kept entries first, in rank order
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
+
+
+def multi_word(word: str, lang: str, field: str = "word") -> InvalidInput:
+    return InvalidInput(f"{field}: {word!r} is {len(word.split())} words; vocabularies hold single words "
+                        f"(translate each word on its own)", code="multi_word",
+                        detail={"field": field, "word": word, "lang": lang, "words": len(word.split())})
+
+
 def _translations_json(words: list[str], scores: np.ndarray, rows: np.ndarray) -> str:
     keep = rows >= 0  # approximate indexes may return fewer than k
     return _dumps([{"word": words[r], "score": round(s, 6)}
@@ -47,6 +67,7 @@ class _Lookup:
     head: str
     key: str | None
     body: str | None
+    skip: int = -1  # target row of the query's own string, dropped from the answers (exclude_identical)
 
 
 class Translator:
@@ -75,6 +96,7 @@ class Translator:
             raise InvalidInput(f"retrieval: must be one of {', '.join(RETRIEVALS)}",
                                detail={"field": "retrieval", "value": retrieval})
         if src == tgt:
+            self.registry.space(src)  # an unknown language is its 404 first (the schema cannot say src != tgt)
             raise InvalidInput("src and tgt must differ", detail={"field": "tgt", "src": src, "tgt": tgt})
         state = self.registry.pair(src, tgt)
         if ensure_csls and retrieval == "csls" and not state.csls_ready:
@@ -88,7 +110,8 @@ class Translator:
             return state.index.search(queries, k, state.column if retrieval == "csls" else None)
 
     # ---- single word (hot path) ---------------------------------------------------------------
-    def lookup(self, word: str, src: str, tgt: str, k: int = 5, retrieval: str = "csls") -> "_Lookup":
+    def lookup(self, word: str, src: str, tgt: str, k: int = 5, retrieval: str = "csls",
+               exclude_identical: bool = False) -> "_Lookup":
         """Validate and try the cache: ``.body`` is set on a hit, else call :meth:`complete` (the search)."""
         self.check_word(word)
         # r_S may still be computing (seconds): that wait belongs in complete(), off the event loop.
@@ -97,32 +120,39 @@ class Translator:
         word_key = space.key(word)
         row = space._keys.get(word_key, -1)
         if row < 0:
-            raise word_not_found(word, src)
+            raise multi_word(word, src) if len(word.split()) > 1 else word_not_found(word, src)
+        tgt_space = self.registry.spaces[tgt]
+        skip = tgt_space._keys.get(tgt_space.key(word), -1) if exclude_identical else -1
         head = _dumps({"word": word, "src": src, "tgt": tgt, "retrieval": retrieval,
-                       "mapping_version": state.version})[:-1]
+                       "exclude_identical": bool(exclude_identical), "mapping_version": state.version})[:-1]
+        width = k + (skip >= 0)  # one more candidate when one of them is to be dropped
         table = state.tables.get(retrieval)
-        if table is not None and k <= table.k:
+        if table is not None and width <= table.k:
             TABLE_WORDS.labels(retrieval).inc()
-            scores, rows = table.top(row, k)
-            fragment = _translations_json(self.registry.spaces[tgt].words, scores, rows)
+            scores, rows = table.top(row, width)
+            if skip >= 0:
+                scores, rows = _without_row(scores[None], rows[None], np.array([skip]), k)
+                scores, rows = scores[0], rows[0]
+            fragment = _translations_json(tgt_space.words, scores, rows)
             return _Lookup(state, row, k, retrieval, head, None, head + ',"cached":false,"translations":' + fragment + "}")
         if table is None:
             self.registry.request_tables(src, tgt)
         key = None
         cache = self.cache
         if cache is not None:
-            key = cache.key(src, tgt, state.version, retrieval, k, word_key)
+            key = cache.key(src, tgt, state.version, retrieval + ("-noident" if skip >= 0 else ""), k, word_key)
             hit = cache.get(key)
             if hit is not None:
-                return _Lookup(state, row, k, retrieval, head, key, head + ',"cached":true,"translations":' + hit + "}")
-        return _Lookup(state, row, k, retrieval, head, key, None)
+                return _Lookup(state, row, k, retrieval, head, key, head + ',"cached":true,"translations":' + hit + "}",
+                               skip)
+        return _Lookup(state, row, k, retrieval, head, key, None, skip)
 
     def complete(self, found: "_Lookup") -> str:
         """One FAISS search for a cache miss; stores the result; returns the JSON body."""
         if found.body is not None:
             return found.body
         state = self._csls_state(found)
-        scores, rows = self._search(state, np.array([found.row]), found.k, found.retrieval)
+        scores, rows = self._search(state, np.array([found.row]), found.k + (found.skip >= 0), found.retrieval)
         return self._finish(found, state, scores[0], rows[0])
 
     async def complete_async(self, found: "_Lookup") -> str:
@@ -133,7 +163,8 @@ class Translator:
         if found.retrieval == "csls" and not state.csls_ready:
             state = await asyncio.to_thread(self._csls_state, found)  # r_S: seconds, off the loop
         column = state.column if found.retrieval == "csls" else None
-        scores, rows = await self.batcher.search(state.index, state.mapped_source[found.row], found.k, column)
+        scores, rows = await self.batcher.search(state.index, state.mapped_source[found.row],
+                                                 found.k + (found.skip >= 0), column)
         return self._finish(found, state, scores, rows)
 
     def _csls_state(self, found: "_Lookup") -> PairState:
@@ -143,21 +174,27 @@ class Translator:
         return state
 
     def _finish(self, found: "_Lookup", state: PairState, scores: np.ndarray, rows: np.ndarray) -> str:
+        if found.skip >= 0:
+            scores, rows = _without_row(scores[None], rows[None], np.array([found.skip]), found.k)
+            scores, rows = scores[0], rows[0]
         fragment = _translations_json(self.registry.spaces[state.tgt].words, scores, rows)
         if self.cache is not None and found.key is not None and state.version == found.state.version:
             self.cache.set(found.key, fragment)
         return found.head + ',"cached":false,"translations":' + fragment + "}"
 
-    def translate_json(self, word: str, src: str, tgt: str, k: int = 5, retrieval: str = "csls") -> str:
+    def translate_json(self, word: str, src: str, tgt: str, k: int = 5, retrieval: str = "csls",
+                       exclude_identical: bool = False) -> str:
         """JSON body of a single-word translation (see app/schemas/translate.py: TranslateResponse)."""
-        return self.complete(self.lookup(word, src, tgt, k, retrieval))
+        return self.complete(self.lookup(word, src, tgt, k, retrieval, exclude_identical))
 
-    def translate(self, word: str, src: str, tgt: str, k: int = 5, retrieval: str = "csls") -> dict[str, Any]:
+    def translate(self, word: str, src: str, tgt: str, k: int = 5, retrieval: str = "csls",
+                  exclude_identical: bool = False) -> dict[str, Any]:
         """Same as :meth:`translate_json`, parsed (for Python callers and tests)."""
-        return json.loads(self.translate_json(word, src, tgt, k, retrieval))
+        return json.loads(self.translate_json(word, src, tgt, k, retrieval, exclude_identical))
 
     # ---- batch ---------------------------------------------------------------------------------
-    def translate_batch_json(self, words: list[str], src: str, tgt: str, k: int = 5, retrieval: str = "csls") -> str:
+    def translate_batch_json(self, words: list[str], src: str, tgt: str, k: int = 5, retrieval: str = "csls",
+                             exclude_identical: bool = False) -> str:
         """JSON body of a batch: results in input order; bad or unknown words get their own error entry."""
         if len(words) > self.max_batch_words:
             raise PayloadTooLarge(f"batch of {len(words)} words is over the limit of {self.max_batch_words}",
@@ -176,7 +213,10 @@ class Translator:
         found: list[int] = []
         found_rows: list[int] = []
         for i, r in zip(valid, rows.tolist()):
-            if r < 0:
+            if r < 0 and len(words[i].split()) > 1:
+                bad = multi_word(words[i], src, f"words.{i}")
+                errors[i] = _error_json(bad.code, bad.message, bad.detail)
+            elif r < 0:
                 errors[i] = _error_json("word_not_found", f"word {words[i]!r} is not in the {src!r} vocabulary",
                                         {"word": words[i], "lang": src})
             else:
@@ -186,19 +226,26 @@ class Translator:
         cached: set[int] = set()
         cache = self.cache
         keys: list[str] = []
+        tgt_space = self.registry.spaces[tgt]
+        width = k + 1 if exclude_identical else k  # one more candidate when one may be dropped
+        # Target row of each found word's own string (-1: none), dropped from its answers.
+        skips = (tgt_space.rows([words[i] for i in found]) if exclude_identical
+                 else np.full(len(found), -1, dtype=np.int64))
         table = state.tables.get(retrieval)
         if table is None:
             self.registry.request_tables(src, tgt)
-        elif k <= table.k and found:
+        elif width <= table.k and found:
             TABLE_WORDS.labels(retrieval).inc(len(found))
-            t_scores, t_rows = table.top(np.asarray(found_rows, dtype=np.int64), k)
-            tgt_words = self.registry.spaces[tgt].words
+            t_scores, t_rows = table.top(np.asarray(found_rows, dtype=np.int64), width)
+            t_scores, t_rows = _without_row(t_scores, t_rows, skips, k)
+            tgt_words = tgt_space.words
             for j, i in enumerate(found):
                 fragments[i] = _translations_json(tgt_words, t_scores[j], t_rows[j])
             cache = None  # every word is answered: nothing to read from or write to Redis
         if cache is not None and found:
             with stage_timer("cache"):
-                keys = [cache.key(src, tgt, state.version, retrieval, k, space.key(words[i])) for i in found]
+                retrieval_key = retrieval + ("-noident" if exclude_identical else "")
+                keys = [cache.key(src, tgt, state.version, retrieval_key, k, space.key(words[i])) for i in found]
                 for pos, value in enumerate(cache.get_many(keys)):
                     if value is not None:
                         fragments[found[pos]] = value
@@ -206,9 +253,11 @@ class Translator:
         missing = [pos for pos, i in enumerate(found) if i not in fragments]
         if missing:
             miss_rows = np.array([found_rows[pos] for pos in missing], dtype=np.int64)
-            unique_rows, inverse = np.unique(miss_rows, return_inverse=True)
-            scores, rows_out = self._search(state, unique_rows, k, retrieval)
-            tgt_words = self.registry.spaces[tgt].words
+            unique_rows, first, inverse = np.unique(miss_rows, return_index=True, return_inverse=True)
+            scores, rows_out = self._search(state, unique_rows, width, retrieval)
+            # Words sharing a source row share its normalised string, hence its skip.
+            scores, rows_out = _without_row(scores, rows_out, skips[np.asarray(missing)[first]], k)
+            tgt_words = tgt_space.words
             per_unique = [_translations_json(tgt_words, scores[j], rows_out[j]) for j in range(len(unique_rows))]
             writes: dict[str, str] = {}
             for pos, u in zip(missing, inverse.tolist()):
@@ -226,11 +275,13 @@ class Translator:
             else:
                 parts.append('{"word":' + wj + ',"cached":' + ("true" if i in cached else "false")
                              + ',"translations":' + fragments[i] + "}")
-        head = _dumps({"src": src, "tgt": tgt, "retrieval": retrieval, "k": k, "mapping_version": state.version})[:-1]
+        head = _dumps({"src": src, "tgt": tgt, "retrieval": retrieval, "k": k,
+                       "exclude_identical": bool(exclude_identical), "mapping_version": state.version})[:-1]
         return head + ',"results":[' + ",".join(parts) + "]}"
 
-    def translate_batch(self, words: list[str], src: str, tgt: str, k: int = 5, retrieval: str = "csls") -> dict:
-        return json.loads(self.translate_batch_json(words, src, tgt, k, retrieval))
+    def translate_batch(self, words: list[str], src: str, tgt: str, k: int = 5, retrieval: str = "csls",
+                        exclude_identical: bool = False) -> dict:
+        return json.loads(self.translate_batch_json(words, src, tgt, k, retrieval, exclude_identical))
 
     # ---- monolingual neighbours ------------------------------------------------------------------
     def neighbors(self, lang: str, word: str, k: int = 10) -> dict[str, Any]:

@@ -75,7 +75,7 @@ def test_single_word_returns_planted_translation_then_cached(client, mapping_fil
     r = client.get("/v1/translate", params={"word": "w12", "src": "en", "tgt": "fr", "k": 3})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"word", "src", "tgt", "retrieval", "mapping_version", "cached", "translations"}
+    assert set(body) == {"word", "src", "tgt", "retrieval", "exclude_identical", "mapping_version", "cached", "translations"}
     assert body["retrieval"] == "csls" and body["mapping_version"] == mapping_file[1].version
     assert body["cached"] is False
     assert [t["word"] for t in body["translations"]][0] == "m12" and len(body["translations"]) == 3
@@ -175,13 +175,13 @@ def test_readiness_is_503_until_spaces_are_loaded(make_client, planted_spaces, m
     import app.wiring.serving as wiring
 
     release = threading.Event()
-    real = wiring.build_registry
+    real = wiring.new_registry
 
     def slow_build(settings, **kw):
         release.wait(20)
         return real(settings, **kw)
 
-    monkeypatch.setattr(wiring, "build_registry", slow_build)
+    monkeypatch.setattr(wiring, "new_registry", slow_build)
     en, fr, *_ = planted_spaces
     with make_client(background_load=True, spaces={"en": str(en), "fr": str(fr)},
                      mappings={"en-fr": str(mapping_file[0])}) as c:
