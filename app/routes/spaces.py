@@ -31,7 +31,7 @@ def list_spaces(spaces: SpaceDep) -> dict:
 async def space_neighbors(
     translator: TranslatorDep,
     lang: Annotated[str, Path(min_length=1, max_length=64)],
-    word: Annotated[str, Query(description="word whose neighbours to list")],
+    word: Annotated[str, Query(min_length=1, pattern=r"\S", description="word whose neighbours to list")],
     k: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> dict:
     """Nearest words of ``word`` within its own space (cosine)."""
@@ -67,7 +67,7 @@ def _registration(payload: bytes) -> SpaceRegistration:
 
 
 _UPLOAD_SCHEMA = {"type": "object", "required": ["name", "file"], "properties": {
-    "name": {"type": "string"}, "format": {"type": "string"},
+    "name": {"type": "string", "pattern": "^[A-Za-z0-9_.]{1,64}$"}, "format": {"type": "string"},
     "file": {"type": "string", "format": "binary"},
     "vocab": {"type": "string", "format": "binary", "description": "<stem>.vocab.txt for .npy"},
 }}

@@ -21,7 +21,7 @@ class UclipTrainingRequest(BaseModel):
     queries: list[str] = Field(default_factory=list, max_length=100_000, description="English query texts")
     queries_files: list[str] = Field(default_factory=list, max_length=64,
                                      description="text files, one query per line (.gz ok)")
-    images_dir: str = Field(..., min_length=1, description="folder of images: the image memory bank V")
+    images_dir: str = Field(..., min_length=1, pattern="^/", description="folder of images: the image memory bank V")
     max_images: int | None = Field(None, ge=1)
     texts: list[str] = Field(default_factory=list, max_length=100_000,
                              description="unlabelled texts in the target languages (bank M)")
