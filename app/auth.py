@@ -108,6 +108,30 @@ def require_read_key(request: Request,
 WriteAccess = Annotated[int | None, Depends(require_write_key)]
 
 
+def document_security(app) -> None:
+    """Keep the OpenAPI document true to the configuration: the bearer scheme is declared only where a key is
+    really required -- nowhere without VISLEX_API_KEYS, never on the open probes (clients and fuzzers that read
+    ``security`` as "a request without the header is refused" must not be misled)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        if app.state.key_guard.enabled:
+            for path in OPEN_PATHS:
+                for operation in schema.get("paths", {}).get(path, {}).values():
+                    if isinstance(operation, dict):
+                        operation.pop("security", None)
+            return schema
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                if isinstance(operation, dict):
+                    operation.pop("security", None)
+        schema.get("components", {}).get("securitySchemes", {}).pop("bearerAuth", None)
+        return schema
+
+    app.openapi = openapi
+
+
 def read_dependencies(settings) -> list:
     """App-wide dependencies: the read check when ``auth_reads`` (else none, and reads stay undocumented as secured)."""
     return [Depends(require_read_key)] if settings.auth_reads and settings.api_keys else []

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import vislex
-from app.auth import KeyGuard, read_dependencies
+from app.auth import KeyGuard, document_security, read_dependencies
 from app.body_limit import BodyLimitMiddleware
 from app.errors import add_bad_json_responses, install_error_handlers
 from app.middleware import RequestContextMiddleware
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, *, background_load: bool = True
     for router in _routers():
         app.include_router(router)
     add_bad_json_responses(app)
+    document_security(app)
     # Inside the request context (added first): a 413 still gets a request id, a log line and a metric.
     app.add_middleware(BodyLimitMiddleware, max_json_bytes=settings.max_json_bytes,
                        max_upload_bytes=settings.max_upload_bytes)

@@ -67,8 +67,10 @@ def test_auth_reads_protects_reads_but_not_probes(make_client):
         assert client.get("/v1/spaces", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code in (200, 503)
-        operation = client.get("/openapi.json", headers={"Authorization": f"Bearer {KEY}"}).json()["paths"]["/v1/spaces"]["get"]
+        paths = client.get("/openapi.json").json()["paths"]
+        operation = paths["/v1/spaces"]["get"]
         assert operation["security"] == [{"bearerAuth": []}] and {"401", "403"} <= set(operation["responses"])
+        assert "security" not in paths["/healthz"]["get"]  # probes stay open, and documented so
 
 
 def test_without_keys_everything_is_open(make_client):
@@ -86,6 +88,14 @@ def test_openapi_declares_the_scheme_on_every_write(protected):
         assert operation.get("security") == [{"bearerAuth": []}], (method, path)
         assert {"401", "403"} <= set(operation["responses"]), (method, path)
     assert "security" not in schema["paths"]["/v1/spaces"]["get"]  # reads are open by default
+
+
+def test_openapi_declares_no_scheme_when_no_key_is_configured(make_client):
+    # A document that promised "no header, 401" while the server is open would mislead clients and fuzzers.
+    with make_client() as client:
+        schema = client.get("/openapi.json").json()
+    assert "bearerAuth" not in schema.get("components", {}).get("securitySchemes", {})
+    assert not any("security" in op for ops in schema["paths"].values() for op in ops.values())
 
 
 def test_api_keys_setting_forms(monkeypatch, tmp_path):
@@ -114,7 +124,11 @@ def test_serve_says_whether_writes_are_protected(monkeypatch, tmp_path):
     import vislex.supervisor
     from vislex.cli import app
 
+    import services.observability
+
     monkeypatch.setattr(vislex.supervisor, "serve", lambda settings, env: None)
+    # `serve` would point the root logger at the runner's stream, closed once it returns (later tests log).
+    monkeypatch.setattr(services.observability, "configure_logging", lambda *args, **kwargs: None)
     monkeypatch.setenv("VISLEX_DATA_DIR", str(tmp_path))
     runner = CliRunner()
     out = runner.invoke(app, ["serve"]).output
