@@ -58,10 +58,32 @@ import numpy as np
 from services.alignment.procrustes import orthogonality_error
 from services.errors import InvalidInput
 
-__all__ = ["MODES", "L1Result", "holdout_split", "l1_dictionary", "l1_loss", "l1_refine", "tangent_projection"]
+__all__ = ["MODES", "L1Result", "holdout_split", "l1_dictionary", "l1_loss", "l1_refine", "tangent_projection",
+           "DEFAULT_MAX_WORK"]
 
 ProgressFn = Callable[[str, int, int, dict], None]
 MODES = ("faithful", "flow", "orthogonal")
+
+# Work bound of one refinement, in multiply-adds of its dense products (p × d × d and d × d × d): the cost is a
+# function of the dictionary size p and the dimension d, never of how long a flow wanders. 3e11 is ~15-25 s of
+# float64 GEMM on 2 cores; the reference's own run (VecMap en→fr, p = 2,692, d = 300: 68 steps) needs ~1e11,
+# so it never binds there, while a 20k × 512 encoder space (p ≈ 8k) stops after ~65 field evaluations
+# instead of running for hours (one VODE output step there costs 15-20 evaluations).
+DEFAULT_MAX_WORK = 3e11
+
+
+class _Work:
+    """Multiply-adds spent so far against a budget (None: unbounded)."""
+
+    def __init__(self, budget: float | None):
+        self.budget, self.spent = budget, 0.0
+
+    def charge(self, macs: float) -> None:
+        self.spent += macs
+
+    @property
+    def exhausted(self) -> bool:
+        return self.budget is not None and self.spent >= self.budget
 
 
 @dataclass
@@ -162,12 +184,13 @@ def _smoothed_sign_gradient(A: np.ndarray, B: np.ndarray, M: np.ndarray, alpha: 
     return A.T @ _flow_field(A @ M - B, alpha)
 
 
-def _faithful(A, B, *, alpha, dt, min_improvement, max_orth_error, max_steps, max_seconds, progress):
+def _faithful(A, B, *, alpha, dt, min_improvement, max_orth_error, max_steps, max_seconds, progress, work):
     from scipy.integrate import ode
 
-    d = A.shape[1]
+    p, d = A.shape
 
     def rhs(_t, m):
+        work.charge(2.0 * p * d * d + 3.0 * d ** 3)  # A M, Aᵀ S, the projection's three d × d × d products
         M = m.reshape(d, d)
         return -tangent_projection(M, _smoothed_sign_gradient(A, B, M, alpha)).ravel()
 
@@ -202,10 +225,13 @@ def _faithful(A, B, *, alpha, dt, min_improvement, max_orth_error, max_steps, ma
         if max_seconds is not None and time.perf_counter() - started > max_seconds:
             reason = "time_budget"
             break
+        if work.exhausted:
+            reason = "work_budget"
+            break
     return M, steps, reason, history
 
 
-def _flow(A, B, *, alpha, dt, stride, min_improvement, max_steps, max_seconds, progress):
+def _flow(A, B, *, alpha, dt, stride, min_improvement, max_steps, max_seconds, progress, work):
     """The reference's flow dM/dt = −π(∇), integrated with Cayley steps that keep M orthogonal (mode="flow").
 
     On O(d) the tangent projection is π(∇) = M skew(Mᵀ∇) and Mᵀ∇ = (A M)ᵀ S with S the smoothed signs, so a
@@ -214,7 +240,7 @@ def _flow(A, B, *, alpha, dt, stride, min_improvement, max_steps, max_seconds, p
     threshold scaled by ``stride`` (a rate per unit of ODE time), and the horizon stays the reference's
     ``max_steps · dt``. Products run in float32 (M, the loss sums and the Cayley factors in float64).
     """
-    d = A.shape[1]
+    p, d = A.shape
     A32, B32 = np.ascontiguousarray(A, np.float32), np.ascontiguousarray(B, np.float32)
     M = np.eye(d)
     AM = A32.copy()
@@ -228,6 +254,7 @@ def _flow(A, B, *, alpha, dt, stride, min_improvement, max_steps, max_seconds, p
     reason = "max_steps"
     steps = 0
     for step in range(1, n_steps + 1):
+        work.charge(2.0 * p * d * d + 3.0 * d ** 3)  # (AM)ᵀ S, A M_new; the Cayley solve and M @ C
         MtG = (AM.T @ _flow_field(R, alpha)).astype(np.float64)
         M_new = M @ _cayley(0.5 * (MtG - MtG.T), h)
         if step % 500 == 0:
@@ -247,6 +274,9 @@ def _flow(A, B, *, alpha, dt, stride, min_improvement, max_steps, max_seconds, p
             progress("l1", step, n_steps, {"loss": loss})
         if max_seconds is not None and time.perf_counter() - started > max_seconds:
             reason = "time_budget"
+            break
+        if work.exhausted:
+            reason = "work_budget"
             break
     return M, steps, reason, history
 
@@ -275,13 +305,14 @@ def holdout_split(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, n
     return np.sort(perm[n_holdout:]), np.sort(perm[:n_holdout])
 
 
-def _orthogonal(A, B, *, max_steps, max_seconds, mu_start, mu_min, progress, A_ho=None, B_ho=None, patience=10):
+def _orthogonal(A, B, *, max_steps, max_seconds, mu_start, mu_min, progress, work, A_ho=None, B_ho=None,
+                patience=10):
     """Cayley descent on (A, B); with (A_ho, B_ho) keeps the best M by held-out l1 and stops after ``patience``
     steps without held-out improvement, else keeps the best M by the l1 loss of (A, B).
 
     Returns (best M, steps run, stop reason, per-step l1 on (A, B), best step, per-step held-out l1).
     """
-    d = A.shape[1]
+    p, d = A.shape
     M = np.eye(d)
     R = A - B
     true = float(np.abs(R).sum())
@@ -302,6 +333,7 @@ def _orthogonal(A, B, *, max_steps, max_seconds, mu_start, mu_min, progress, A_h
     steps = 0
     stall_f = f
     for step in range(1, max_steps + 1):
+        work.charge(p * d * d + d ** 3)  # the gradient Aᵀ(...) and Mᵀ G
         G = A.T @ (R / np.sqrt(R * R + mu * mu))
         MtG = M.T @ G
         Omega = MtG - MtG.T
@@ -313,6 +345,7 @@ def _orthogonal(A, B, *, max_steps, max_seconds, mu_start, mu_min, progress, A_h
             eta = 1e-3 / np.sqrt(gnorm2)
         accepted = False
         for _ in range(30):
+            work.charge(p * d * d + 3.0 * d ** 3)  # the Cayley factor, M @ C, A M_try
             M_try = M @ _cayley(Omega, eta)
             R_try = A @ M_try - B
             f_try = smooth(R_try, mu)
@@ -356,6 +389,9 @@ def _orthogonal(A, B, *, max_steps, max_seconds, mu_start, mu_min, progress, A_h
         if max_seconds is not None and time.perf_counter() - started > max_seconds:
             reason = "time_budget"
             break
+        if work.exhausted:
+            reason = "work_budget"
+            break
     return best_M, steps, reason, history, best_step, ho_history
 
 
@@ -376,6 +412,7 @@ def l1_refine(
     patience: int = 10,
     holdout_seed: int = 0,
     stride: int = 20,
+    max_work: float | None = DEFAULT_MAX_WORK,
     progress: ProgressFn | None = None,
 ) -> L1Result:
     """Orthogonal M minimising ‖A M − B‖₁ from M₀ = I: the reference flow, the flow on O(d), or Cayley descent (methods.md, "L1 refinement").
@@ -387,6 +424,9 @@ def l1_refine(
     the same field and rules (``alpha``, ``dt``, ``min_improvement``, ``max_steps``) without the drift
     rule, ``stride`` output steps per Cayley step.
     ``loss_initial``/``loss_final`` are always the l1 loss of the whole dictionary (at I and at the returned M).
+    ``max_work`` bounds every mode's cost in multiply-adds (see :data:`DEFAULT_MAX_WORK`; None: unbounded):
+    when it is spent the run stops with ``stop_reason="work_budget"`` and the M reached so far (every mode only
+    accepts steps that lower its loss, so the l1 loss is never above the start's).
     """
     if mode not in MODES:
         raise InvalidInput(f"unknown L1 mode {mode!r}; use one of {list(MODES)}", detail={"field": "mode"})
@@ -400,12 +440,16 @@ def l1_refine(
         raise InvalidInput(f"L1 early-stopping patience must be >= 1, got {patience}")
     if mu_start is not None and not float(mu_start) > 0:  # μ = 0 divides by zero residuals
         raise InvalidInput(f"L1 mu_start must be > 0, got {mu_start}", detail={"field": "mu_start"})
+    if max_work is not None and not float(max_work) > 0:
+        raise InvalidInput(f"L1 max_work must be > 0 (or null for no bound), got {max_work}",
+                           detail={"field": "max_work"})
+    work = _Work(None if max_work is None else float(max_work))
     started = time.perf_counter()
     I = np.eye(A.shape[1])
     initial = l1_loss(A, B, I)
     if mode in ("faithful", "flow"):
         flow_args = dict(alpha=alpha, dt=dt, min_improvement=min_improvement, max_steps=max_steps or 5000,
-                         max_seconds=max_seconds, progress=progress)
+                         max_seconds=max_seconds, progress=progress, work=work)
         if mode == "faithful":
             M, steps, reason, history = _faithful(A, B, max_orth_error=max_orth_error, **flow_args)
         else:
@@ -418,7 +462,7 @@ def l1_refine(
     A_ho, B_ho = (A[held], B[held]) if len(held) else (None, None)
     M, steps, reason, history, best_step, ho_history = _orthogonal(
         A_fit, B_fit, max_steps=max_steps or 2000, max_seconds=max_seconds, mu_start=mu_start, mu_min=mu_min,
-        progress=progress, A_ho=A_ho, B_ho=B_ho, patience=int(patience))
+        progress=progress, work=work, A_ho=A_ho, B_ho=B_ho, patience=int(patience))
     return L1Result(M, initial, l1_loss(A, B, M), steps, reason, orthogonality_error(M), time.perf_counter() - started,
                     history, best_step=best_step, fit_loss_initial=l1_loss(A_fit, B_fit, I),
                     fit_loss_final=l1_loss(A_fit, B_fit, M),

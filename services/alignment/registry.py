@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from services.alignment.l1 import DEFAULT_MAX_WORK
 from services.alignment.mapping import LinearStage, Mapping, TwoSidedLinearStage, _unit
 from services.errors import InvalidInput
 
@@ -150,6 +151,10 @@ def _check_l1(opts: dict) -> None:
         value = opts[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidInput(f"L1 {key} must be an integer >= 1, got {value!r}", detail={"field": f"options.{key}"})
+    work = opts["max_work"]
+    if work is not None and (isinstance(work, bool) or not isinstance(work, (int, float)) or not work > 0):
+        raise InvalidInput(f"L1 max_work must be a number > 0 (multiply-adds) or null, got {work!r}",
+                           detail={"field": "options.max_work"})
 
 
 def _fit_l1(X, Y, seeds, opts, progress) -> StageFit:
@@ -173,6 +178,7 @@ def _fit_l1(X, Y, seeds, opts, progress) -> StageFit:
         res = l1_refine(XM[pairs[:, 0]], Y[pairs[:, 1]], mode=opts["mode"], max_steps=opts["max_steps"],
                         max_seconds=opts["max_seconds"], holdout=float(opts["holdout"]), patience=int(opts["patience"]),
                         holdout_seed=int(opts["holdout_seed"]), stride=int(opts["stride"]),
+                        max_work=None if opts["max_work"] is None else float(opts["max_work"]),
                         mu_start=None if opts["mu_start"] is None else float(opts["mu_start"]), progress=progress)
         M = M @ res.M
         XM = X @ M.astype(X.dtype, copy=False)
@@ -185,7 +191,8 @@ def _fit_l1(X, Y, seeds, opts, progress) -> StageFit:
     stats = {"mode": opts["mode"], "dictionary": opts["dictionary"], **last.stats(), "pairs": len(pairs),
              "first_pairs": len(first_pairs), "loss_initial": first.loss_initial, "loss_final": l1_loss(A0, B0, M),
              "steps": sum(r.steps for r in results), "orthogonality_error": orthogonality_error(M),
-             "seconds": sum(r.seconds for r in results), "rounds": len(results), "round_stats": per_round}
+             "seconds": sum(r.seconds for r in results), "rounds": len(results), "round_stats": per_round,
+             "max_work": opts["max_work"]}
     if opts["mode"] == "orthogonal":
         stats.update({"holdout": float(opts["holdout"]), "patience": int(opts["patience"]), "mu_start": opts["mu_start"],
                       "early_stopping": last.n_holdout > 0})
@@ -226,7 +233,9 @@ ALIGNERS: dict[str, Aligner] = {
                                   "mu_start": None,
                                   # mode=flow: reference output steps per Cayley step (1: the reference's step;
                                   # 20 ends within 0.15 % of it, measured on Procrustes en→fr)
-                                  "stride": 20},
+                                  "stride": 20,
+                                  # multiply-adds one refinement may spend (l1.DEFAULT_MAX_WORK); null: unbounded
+                                  "max_work": DEFAULT_MAX_WORK},
                   needs_seeds=False, check=_check_l1,
                   description="L1 refinement on mutual CSLS pairs (the paper's flow; mode=flow: the same flow with "
                               "exactly orthogonal Cayley steps to the paper's horizon; mode=orthogonal: Cayley descent, "

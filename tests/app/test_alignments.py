@@ -175,6 +175,9 @@ def test_registry_method_runs_end_to_end(open_api, light_worker):
         r = client.post("/v1/alignments", json={**body, "method": "procrustes+l1",
                                                 "options": {"l1": {"mode": "flow", "stride": "2"}}})
         assert r.status_code == 422 and r.json()["error"]["detail"]["field"] == "options.stride"
+        for bad in (0, -5, "1e9", True):
+            r = client.post("/v1/alignments", json={**body, "method": "procrustes+l1", "options": {"max_work": bad}})
+            assert r.status_code == 422 and r.json()["error"]["detail"]["field"] == "options.max_work", (bad, r.text)
 
 
 def test_concurrent_identical_submissions_make_one_job(open_api, light_worker):

@@ -233,3 +233,25 @@ def test_reference_dictionary_drops_words_whose_neighbour_lies_beyond_the_cut():
     assert (1, 0) in restricted and (2, 1) in restricted and (0, 2) in restricted
     with pytest.raises(InvalidInput, match="dictionary rule"):
         l1_dictionary(X, Y, rule="nope")
+
+
+@pytest.mark.parametrize("mode", ["faithful", "flow", "orthogonal"])
+def test_work_budget_bounds_every_mode_and_never_raises_the_loss(mode):
+    """The cost is bounded by multiply-adds (a function of p and d), not by how long a flow would run."""
+    A, B = _noisy_pairs(n=1000, d=16)
+    p, d = A.shape
+    one_step = 2.0 * p * d * d + 3.0 * d ** 3
+    free = l1_refine(A, B, mode=mode, max_work=None, holdout=0, max_steps=40, stride=1)
+    bounded = l1_refine(A, B, mode=mode, max_work=3 * one_step, holdout=0, max_steps=40, stride=1)
+    assert free.stop_reason != "work_budget" and free.steps > 3
+    assert bounded.stop_reason == "work_budget" and bounded.steps < free.steps
+    assert bounded.loss_final <= bounded.loss_initial
+    assert orthogonality_error(bounded.M) < 1e-5
+
+
+def test_work_budget_must_be_positive():
+    A, B = _noisy_pairs(n=50, d=4)
+    for bad in (0, -1.0):
+        with pytest.raises(InvalidInput) as err:
+            l1_refine(A, B, max_work=bad)
+        assert err.value.detail["field"] == "max_work"
