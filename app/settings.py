@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     index_type: Literal["flat", "hnsw", "ivf"] = "flat"
     storage_dtype: Literal["float32", "float16"] = "float32"
     csls_knn: int = Field(10, ge=1, le=100)
+    frequency_prior: float = Field(
+        0.1, ge=0, le=10, description="CSLS answers between encoder-derived spaces: weight of the one-sided "
+        "frequency prior (a target much rarer than its source is penalised; services/serving/rank_prior.py); 0 = off")
     cache_enabled: bool = True
     cache_ttl_s: int = Field(86400, ge=1)
     table_k: int = Field(10, ge=0, le=100, description="precomputed top-k translation tables per pair and "

@@ -43,7 +43,8 @@ def new_registry(settings) -> SpaceRegistry:
     """The registry with every file space and saved mapping; encoder spaces come from :func:`encoder_builder`."""
     registry = SpaceRegistry(index_type=settings.index_type, storage_dtype=settings.storage_dtype,
                              csls_knn=settings.csls_knn, csls_cache_dir=settings.cache_dir / "csls",
-                             table_k=settings.table_k, table_build=settings.table_build)
+                             table_k=settings.table_k, table_build=settings.table_build,
+                             frequency_prior=settings.frequency_prior)
     for lang, path in settings.spaces.items():
         wv = load_vectors(path, max_vocab=settings.max_vocab)
         fingerprint = wv.fingerprint()

@@ -23,6 +23,7 @@ import numpy as np
 
 from services.errors import InvalidInput, NotFound, Unavailable
 from services.serving.index import TargetIndex, _faiss, _pool, faiss_gpu_count, search_threads
+from services.serving.rank_prior import PRIOR_POOL, apply_frequency_prior
 from services.serving.space import WordSpace
 from services.serving.table import TranslationTable, build_table
 
@@ -98,6 +99,28 @@ class PairState:
     shared_index: bool
     installed_at: float = field(default_factory=time.time)
     tables: dict[str, TranslationTable] = field(default_factory=dict)  # retrieval -> top-K of every source row
+    rank_prior: float = 0.0  # CSLS frequency prior (services/serving/rank_prior.py); 0 = plain CSLS
+
+    def prior_for(self, retrieval: str) -> float:
+        return self.rank_prior if retrieval == "csls" else 0.0
+
+    def pool(self, k: int, retrieval: str) -> int:
+        """Candidates to fetch for a top-``k`` answer (more when the prior re-ranks them)."""
+        return max(k, PRIOR_POOL) if self.prior_for(retrieval) else k
+
+    def rerank(self, scores: np.ndarray, rows: np.ndarray, source_rows: np.ndarray, k: int,
+               retrieval: str) -> tuple[np.ndarray, np.ndarray]:
+        """The top ``k`` of (n, pool) search results, after the frequency prior where it applies."""
+        weight = self.prior_for(retrieval)
+        if not weight:
+            return scores[:, :k], rows[:, :k]
+        return apply_frequency_prior(scores, rows, source_rows, weight, k)
+
+    def search_rows(self, source_rows: np.ndarray, k: int, retrieval: str) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` targets of the given source rows under ``retrieval`` (the one exact search every path uses)."""
+        column = self.column if retrieval == "csls" else None
+        scores, rows = self.index.search(self.mapped_source[source_rows], self.pool(k, retrieval), column)
+        return self.rerank(scores, rows, source_rows, k, retrieval)
 
     @property
     def column(self) -> int:
@@ -106,6 +129,7 @@ class PairState:
     def describe(self) -> dict[str, Any]:
         return {"src": self.src, "tgt": self.tgt, "version": self.version, "method": self.method,
                 "csls_ready": self.csls_ready, "installed_at": round(self.installed_at, 3),
+                "frequency_prior": self.rank_prior,
                 "tables": {r: t.k for r, t in sorted(self.tables.items())}}
 
 
@@ -121,7 +145,7 @@ class SpaceRegistry:
 
     def __init__(self, *, index_type: str = "flat", storage_dtype: str = "float32", csls_knn: int = 10,
                  csls_cache_dir: Path | None = None, use_gpu: bool | None = None, table_k: int = 0,
-                 table_build: str = "on_demand"):
+                 table_build: str = "on_demand", frequency_prior: float = 0.0):
         if table_build not in ("on_demand", "eager"):
             raise InvalidInput(f"table_build must be 'on_demand' or 'eager', not {table_build!r}")
         self.index_type = index_type
@@ -129,6 +153,8 @@ class SpaceRegistry:
         self.table_build = table_build  # eager: every pair, as soon as it is served; on_demand: on first use
         self.storage_dtype = storage_dtype
         self.csls_knn = int(csls_knn)
+        # CSLS frequency prior for pairs within one encoder group (frequency-ordered vocabularies).
+        self.frequency_prior = float(frequency_prior)
         self.csls_cache_dir = Path(csls_cache_dir) if csls_cache_dir else None
         self.use_gpu = faiss_gpu_count() > 0 if use_gpu is None else use_gpu
         self._state = _Snapshot({}, {}, {})
@@ -271,6 +297,10 @@ class SpaceRegistry:
         return index
 
     def _publish(self, state: PairState, compute_csls: bool) -> PairState:
+        s_space, t_space = self._state.spaces[state.src], self._state.spaces[state.tgt]
+        if self.frequency_prior and s_space.group and s_space.group == t_space.group \
+                and str(s_space.group).startswith("encoder:"):
+            state = replace(state, rank_prior=self.frequency_prior)  # both vocabularies are wordfreq-ordered
         if compute_csls:
             state = self._with_csls(state)
         previous = self._state.pairs.get((state.src, state.tgt))
@@ -416,10 +446,11 @@ class SpaceRegistry:
                 state = self.ensure_csls(src, tgt) if retrieval == "csls" else self.pair(src, tgt)
                 if retrieval in state.tables and state.tables[retrieval].k >= self.table_k:
                     break
-                column = state.column if retrieval == "csls" else None
                 start = time.perf_counter()
-                table = build_table(lambda Q, k, state=state, column=column: state.index.search(Q, k, column),
-                                    state.mapped_source, self.table_k, stop=stop)
+                # The "queries" are source row ids: search_rows maps, searches and applies the prior per chunk.
+                table = build_table(lambda rows, k, state=state, retrieval=retrieval:
+                                    state.search_rows(rows, k, retrieval),
+                                    np.arange(len(state.mapped_source)), self.table_k, stop=stop)
                 if table is None:
                     return built
                 with self._write_lock:

@@ -105,9 +105,8 @@ class Translator:
 
     # ---- search -----------------------------------------------------------------------------
     def _search(self, state: PairState, rows: np.ndarray, k: int, retrieval: str) -> tuple[np.ndarray, np.ndarray]:
-        queries = state.mapped_source[rows]
         with stage_timer("search"):
-            return state.index.search(queries, k, state.column if retrieval == "csls" else None)
+            return state.search_rows(rows, k, retrieval)
 
     # ---- single word (hot path) ---------------------------------------------------------------
     def lookup(self, word: str, src: str, tgt: str, k: int = 5, retrieval: str = "csls",
@@ -140,7 +139,7 @@ class Translator:
         key = None
         cache = self.cache
         if cache is not None:
-            key = cache.key(src, tgt, state.version, retrieval + ("-noident" if skip >= 0 else ""), k, word_key)
+            key = cache.key(src, tgt, state.version, _cache_variant(state, retrieval, skip >= 0), k, word_key)
             hit = cache.get(key)
             if hit is not None:
                 return _Lookup(state, row, k, retrieval, head, key, head + ',"cached":true,"translations":' + hit + "}",
@@ -163,9 +162,11 @@ class Translator:
         if found.retrieval == "csls" and not state.csls_ready:
             state = await asyncio.to_thread(self._csls_state, found)  # r_S: seconds, off the loop
         column = state.column if found.retrieval == "csls" else None
+        width = found.k + (found.skip >= 0)
         scores, rows = await self.batcher.search(state.index, state.mapped_source[found.row],
-                                                 found.k + (found.skip >= 0), column)
-        return self._finish(found, state, scores, rows)
+                                                 state.pool(width, found.retrieval), column)
+        scores, rows = state.rerank(scores[None], rows[None], np.array([found.row]), width, found.retrieval)
+        return self._finish(found, state, scores[0], rows[0])
 
     def _csls_state(self, found: "_Lookup") -> PairState:
         state = found.state
@@ -244,8 +245,8 @@ class Translator:
             cache = None  # every word is answered: nothing to read from or write to Redis
         if cache is not None and found:
             with stage_timer("cache"):
-                retrieval_key = retrieval + ("-noident" if exclude_identical else "")
-                keys = [cache.key(src, tgt, state.version, retrieval_key, k, space.key(words[i])) for i in found]
+                variant = _cache_variant(state, retrieval, exclude_identical)
+                keys = [cache.key(src, tgt, state.version, variant, k, space.key(words[i])) for i in found]
                 for pos, value in enumerate(cache.get_many(keys)):
                     if value is not None:
                         fragments[found[pos]] = value
@@ -301,6 +302,12 @@ class Translator:
         return {"word": word, "lang": lang,
                 "neighbors": [{"word": space.words[r], "score": round(s, 6)}
                               for r, s in zip(out_rows.tolist(), out_scores.tolist())]}
+
+
+def _cache_variant(state: PairState, retrieval: str, exclude_identical: bool) -> str:
+    """The cache key's retrieval part: what else changes an answer besides version, k and word."""
+    prior = state.prior_for(retrieval)
+    return retrieval + (f"-prior{prior:g}" if prior else "") + ("-noident" if exclude_identical else "")
 
 
 def _error_json(code: str, message: str, detail: dict[str, Any]) -> str:

@@ -55,7 +55,7 @@ def test_progress_partial_serving_and_lazy_language(make_client, gated):
                      normalize="unit") as c:
         # en is built, fr is blocked: not ready, progress says so, and en already answers.
         assert _wait(lambda: c.get("/readyz").json()["error"]["detail"]["components"]["spaces"]
-                     .get("progress", {}).get("languages_built") == 1)
+                     .get("progress", {}).get("building") == "fr")
         ready = c.get("/readyz")
         assert ready.status_code == 503
         progress = ready.json()["error"]["detail"]["components"]["spaces"]["progress"]
