@@ -132,10 +132,7 @@ class Runtime:
     # ---- readiness -------------------------------------------------------------
     @property
     def ready(self) -> bool:
-        states = self.components.values()
-        return bool(self.components) and all(
-            s.state == "ready" or (not s.required and s.state in ("unavailable", "failed")) for s in states
-        )
+        return components_ready({n: s.as_dict() for n, s in self.components.items()})
 
     def redis_unreachable_reason(self) -> str | None:
         """None when Redis answers PING now; else why not (checked live by /readyz, short timeout)."""
@@ -160,6 +157,12 @@ class Runtime:
             what = state.state if state else "not configured"
             reason = (state.reason if state else None) or what
             raise Unavailable(f"{component} is {what}: {reason}", detail={"component": component, "state": what})
+
+
+def components_ready(components: dict[str, dict[str, Any]]) -> bool:
+    """Every required component is ready. Optional ones (CLIP, uCLIP) never hold readiness back, loading or
+    not: their endpoints answer 503 with the reason until they are, and /readyz shows their state."""
+    return bool(components) and all(c["state"] == "ready" for c in components.values() if c["required"])
 
 
 def connect_redis(runtime: Runtime) -> None:

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 import vislex
 from app.deps import RuntimeDep
 from app.errors import responses
+from app.runtime import components_ready
 from services.jobs.celery_app import live_workers
 
 router = APIRouter(tags=["system"])
@@ -40,13 +41,10 @@ async def get_readiness(runtime: RuntimeDep) -> JSONResponse:
         if redis_down is not None:
             components["redis"] = {**components["redis"], "state": "unreachable", "reason": redis_down}
     # Judge readiness on the snapshot the body shows (a component may finish loading during the ping).
-    ready = bool(components) and all(
-        c["state"] == "ready" or (not c["required"] and c["state"] in ("unavailable", "failed"))
-        for c in components.values())
+    ready = components_ready(components)
     if ready and redis_down is None:
         return JSONResponse({"status": "ready", "components": components})
-    names = [n for n, s in components.items()
-             if s["state"] != "ready" and (s["required"] or s["state"] in ("pending", "loading"))]
+    names = [n for n, s in components.items() if s["state"] != "ready" and s["required"]]
     body = {"error": {"code": "not_ready", "message": "still loading, failed or unreachable: " + ", ".join(names),
                       "detail": {"components": components}}}
     return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})

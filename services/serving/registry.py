@@ -100,6 +100,7 @@ class PairState:
     installed_at: float = field(default_factory=time.time)
     tables: dict[str, TranslationTable] = field(default_factory=dict)  # retrieval -> top-K of every source row
     rank_prior: float = 0.0  # CSLS frequency prior (services/serving/rank_prior.py); 0 = plain CSLS
+    identical: np.ndarray | None = None  # per source row, the target row of the same string (-1: none)
 
     def prior_for(self, retrieval: str) -> float:
         return self.rank_prior if retrieval == "csls" else 0.0
@@ -114,7 +115,8 @@ class PairState:
         weight = self.prior_for(retrieval)
         if not weight:
             return scores[:, :k], rows[:, :k]
-        return apply_frequency_prior(scores, rows, source_rows, weight, k)
+        identical = None if self.identical is None else self.identical[source_rows]
+        return apply_frequency_prior(scores, rows, source_rows, weight, k, identical)
 
     def search_rows(self, source_rows: np.ndarray, k: int, retrieval: str) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` targets of the given source rows under ``retrieval`` (the one exact search every path uses)."""
@@ -300,7 +302,9 @@ class SpaceRegistry:
         s_space, t_space = self._state.spaces[state.src], self._state.spaces[state.tgt]
         if self.frequency_prior and s_space.group and s_space.group == t_space.group \
                 and str(s_space.group).startswith("encoder:"):
-            state = replace(state, rank_prior=self.frequency_prior)  # both vocabularies are wordfreq-ordered
+            # Both vocabularies are wordfreq-ordered; the query's own string gets the stronger weight.
+            identical = t_space.rows(s_space.words).astype(np.int32)
+            state = replace(state, rank_prior=self.frequency_prior, identical=identical)
         if compute_csls:
             state = self._with_csls(state)
         previous = self._state.pairs.get((state.src, state.tgt))

@@ -66,6 +66,8 @@ def _letter_script(ch: str) -> str:
 
 
 def _script_ok(word: str, scripts: tuple[str, ...], lang: str) -> bool:
+    if word.isascii():  # most words of Latin-script lists: no Unicode lookups needed
+        return ("LATIN" in scripts or scripts == ("*",)) and any(c.isalpha() for c in word)
     letters = [c for c in word if unicodedata.category(c).startswith("L")]
     if not letters:
         return False

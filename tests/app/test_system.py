@@ -192,3 +192,26 @@ def test_every_route_reading_a_body_documents_400(make_client):
         assert missing == []
         error_ref = spec["paths"]["/v1/alignments"]["post"]["responses"]["400"]["content"]["application/json"]
         assert error_ref["schema"]["$ref"].endswith("/ErrorBody")
+
+
+def test_optional_component_still_loading_does_not_hold_readiness(make_client, monkeypatch):
+    """CLIP/uCLIP load after the required components; /readyz is 200 meanwhile and shows them loading."""
+    import threading
+
+    import app.wiring as wiring
+
+    release = threading.Event()
+    loaders = [(name, required, (lambda rt: release.wait(20)) if name == "clip" else loader)
+               for name, required, loader in wiring.LOADERS]
+    monkeypatch.setattr(wiring, "LOADERS", loaders)
+    try:
+        with make_client(background_load=True) as c:
+            deadline = time.monotonic() + 20
+            while c.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            ready = c.get("/readyz")
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["components"]["clip"]["state"] == "loading"
+            assert c.get("/v1/fingerprints", params={"words": "dog", "lang": "en"}).status_code == 503
+    finally:
+        release.set()

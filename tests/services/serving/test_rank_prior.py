@@ -23,6 +23,16 @@ def test_only_targets_rarer_than_the_source_are_penalised():
     assert r0.tolist() == [[999, 3]]  # weight 0: plain order
 
 
+def test_the_query_s_own_string_gets_the_stronger_weight():
+    scores = np.array([[1.0, 0.7]], dtype=np.float32)  # row 50: the query's own string (cos 1 in a shared space)
+    rows = np.array([[50, 4]])
+    keep, _ = apply_frequency_prior(scores, rows, np.array([5]), 0.1, 2, identical_rows=np.array([-1]))
+    _, moved = apply_frequency_prior(scores, rows, np.array([5]), 0.1, 2, identical_rows=np.array([50]),
+                                     identical_weight=0.2)
+    # Without the identity its penalty is 0.1 * ln(51/6) = 0.21 (still first); with it 0.3 * ln(51/6) = 0.64.
+    assert keep[0, 0] == pytest.approx(1.0 - 0.1 * np.log(51 / 6), rel=1e-5) and moved.tolist() == [[4, 50]]
+
+
 def test_missing_candidates_stay_last():
     s, r = apply_frequency_prior(np.array([[0.3, 0.0]], np.float32), np.array([[5, -1]]), np.array([0]), 0.1, 2)
     assert r.tolist() == [[5, -1]] and s[0, 1] == -np.inf
