@@ -84,8 +84,14 @@ def _served_space(runtime: Runtime):
         info = {"name": name, "path": None, "source": space.source, "builder": "serving",
                 "fingerprint": space.fingerprint or None, "words": len(space), "dim": space.dim}
         if str(space.source).startswith("encoder:"):
+            from app.wiring.serving import purity_rule
+
+            rule = purity_rule(settings)
             info.update(builder="encoder", encoder_name=settings.text_encoder,
-                        vocab_size=settings.encoder_vocab_size, cache_dir=str(settings.cache_dir.resolve()))
+                        vocab_size=settings.encoder_vocab_size, cache_dir=str(settings.cache_dir.resolve()),
+                        purity=None if rule is None else {"max_foreign_zipf": rule.max_foreign_zipf,
+                                                          "reference_languages": list(rule.reference_languages),
+                                                          "scripts": rule.scripts})
         return info
 
     return fallback

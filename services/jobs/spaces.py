@@ -250,9 +250,14 @@ def load_space(info: dict[str, Any], *, max_vocab: int | None, normalize: str) -
         # The serving layer's builder and its disk cache (same vocabulary and vectors as the API serves).
         from services.serving.encoder_spaces import build_encoder_vectors
 
+        from services.serving.vocabulary import PurityRule
+
         cache_dir = info.get("cache_dir")
+        purity = info.get("purity")  # the serving layer's language-purity rule: the same vocabulary
+        rule = None if not purity else PurityRule(float(purity["max_foreign_zipf"]),
+                                                  tuple(purity["reference_languages"]), bool(purity.get("scripts", True)))
         wv = build_encoder_vectors(info["name"], int(info["vocab_size"]), encoder_name=info["encoder_name"],
-                                   cache_dir=Path(cache_dir) if cache_dir else None)
+                                   cache_dir=Path(cache_dir) if cache_dir else None, rule=rule)
     else:
         builder = SPACE_BUILDERS.get(info.get("builder", ""))
         if builder is None:
