@@ -78,9 +78,10 @@ class Settings(BaseSettings):
         "to the front; until it is built it answers 503 'space_loading')")
     text_encoder: str = "use-multilingual"
     encoder_vocab_size: int = Field(20000, ge=10)
-    vocab_max_foreign_zipf: float | None = Field(
-        1.0, gt=0, description="language-pure vocabularies: drop a word from language L when it is at least "
-        "10^x times more frequent in another reference language (null: keep every word of the frequency list)")
+    vocab_leak_margin: float | None = Field(
+        0.75, gt=0, description="language-pure vocabularies: a word stays in language L only when it is at least "
+        "10^x times more frequent in L than text leaking in from another reference language explains "
+        "(services/serving/vocabulary.py; null: keep every word of the frequency list)")
     vocab_reference_languages: list[str] = Field(
         default_factory=lambda: ["en"], description="languages a served vocabulary is compared with, besides "
         "the served encoder languages")

@@ -89,7 +89,7 @@ def _served_space(runtime: Runtime):
             rule = purity_rule(settings)
             info.update(builder="encoder", encoder_name=settings.text_encoder,
                         vocab_size=settings.encoder_vocab_size, cache_dir=str(settings.cache_dir.resolve()),
-                        purity=None if rule is None else {"max_foreign_zipf": rule.max_foreign_zipf,
+                        purity=None if rule is None else {"leak_margin": rule.leak_margin,
                                                           "reference_languages": list(rule.reference_languages),
                                                           "scripts": rule.scripts})
         return info

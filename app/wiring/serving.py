@@ -32,11 +32,11 @@ MAPPING_POLL_S = 2.0
 
 def purity_rule(settings) -> PurityRule | None:
     """The language-purity rule of encoder-derived vocabularies (services/serving/vocabulary.py)."""
-    if settings.vocab_max_foreign_zipf is None:
+    if settings.vocab_leak_margin is None:
         return None
     reference = sorted({*settings.encoder_languages, *settings.encoder_languages_lazy,
                         *settings.vocab_reference_languages})
-    return PurityRule(max_foreign_zipf=settings.vocab_max_foreign_zipf, reference_languages=tuple(reference))
+    return PurityRule(leak_margin=settings.vocab_leak_margin, reference_languages=tuple(reference))
 
 
 def new_registry(settings) -> SpaceRegistry:

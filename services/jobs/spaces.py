@@ -254,7 +254,7 @@ def load_space(info: dict[str, Any], *, max_vocab: int | None, normalize: str) -
 
         cache_dir = info.get("cache_dir")
         purity = info.get("purity")  # the serving layer's language-purity rule: the same vocabulary
-        rule = None if not purity else PurityRule(float(purity["max_foreign_zipf"]),
+        rule = None if not purity else PurityRule(float(purity["leak_margin"]),
                                                   tuple(purity["reference_languages"]), bool(purity.get("scripts", True)))
         wv = build_encoder_vectors(info["name"], int(info["vocab_size"]), encoder_name=info["encoder_name"],
                                    cache_dir=Path(cache_dir) if cache_dir else None, rule=rule)

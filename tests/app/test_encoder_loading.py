@@ -51,7 +51,7 @@ def gated(monkeypatch):
 
 def test_progress_partial_serving_and_lazy_language(make_client, gated):
     with make_client(background_load=True, encoder_languages=["en", "fr"], encoder_languages_lazy=["de"],
-                     text_encoder="stub", encoder_vocab_size=30, vocab_max_foreign_zipf=None,
+                     text_encoder="stub", encoder_vocab_size=30, vocab_leak_margin=None,
                      normalize="unit") as c:
         # en is built, fr is blocked: not ready, progress says so, and en already answers.
         assert _wait(lambda: c.get("/readyz").json()["error"]["detail"]["components"]["spaces"]
@@ -89,6 +89,6 @@ def test_progress_partial_serving_and_lazy_language(make_client, gated):
 def test_unknown_language_is_still_404(make_client, gated):
     gated[2].set()
     with make_client(encoder_languages=["en", "fr"], text_encoder="stub", encoder_vocab_size=30,
-                     vocab_max_foreign_zipf=None, normalize="unit") as c:
+                     vocab_leak_margin=None, normalize="unit") as c:
         out = c.get("/v1/translate", params={"word": "the", "src": "en", "tgt": "xx"})
         assert out.status_code == 404 and out.json()["error"]["code"] == "space_not_found"

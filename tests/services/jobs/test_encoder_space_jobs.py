@@ -31,7 +31,7 @@ def test_worker_rebuilds_the_served_language_pure_space(tmp_path, monkeypatch):
     served = registry.spaces["fr"]
     assert "the" not in served.words  # the purity rule is on (English "the" is in wordfreq's raw French list)
     info = _served_space(Runtime(settings=settings, spaces=registry))("fr")
-    assert info["purity"]["max_foreign_zipf"] == settings.vocab_max_foreign_zipf
+    assert info["purity"]["leak_margin"] == settings.vocab_leak_margin
     _CACHE.clear()
     wv = load_space(info, max_vocab=None, normalize="unit")
     assert wv.words == served.words
