@@ -12,6 +12,7 @@ from app.auth import KeyGuard, document_security, read_dependencies
 from app.body_limit import BodyLimitMiddleware
 from app.errors import add_bad_json_responses, install_error_handlers
 from app.middleware import RequestContextMiddleware
+from app.probes import ProbeServer
 from app.runtime import Runtime
 from app.settings import Settings, load_settings
 from services.observability import configure_logging
@@ -34,11 +35,18 @@ def create_app(settings: Settings | None = None, *, background_load: bool = True
     async def lifespan(app: FastAPI):
         runtime = Runtime(settings)
         app.state.runtime = runtime
-        runtime.start(background=background_load)
-        log.info("vislex starting", extra={"version": vislex.__version__, "port": settings.port})
+        # The probe listener (own port and thread, issue 19) answers from before the components load;
+        # a port it cannot bind stops startup with a message naming VISLEX_PROBE_PORT.
+        app.state.probe_server = ProbeServer.start(settings, runtime)
         try:
+            runtime.start(background=background_load)
+            log.info("vislex starting", extra={"version": vislex.__version__, "port": settings.port,
+                                               "probe_port": settings.probe_port or None})
             yield
         finally:
+            if app.state.probe_server is not None:
+                app.state.probe_server.stop()
+                app.state.probe_server = None
             runtime.close()
 
     app = FastAPI(
@@ -50,6 +58,7 @@ def create_app(settings: Settings | None = None, *, background_load: bool = True
         dependencies=read_dependencies(settings),
     )
     app.state.key_guard = KeyGuard.from_settings(settings)
+    app.state.probe_server = None  # the running app/probes.ProbeServer, between lifespan start and stop
     install_error_handlers(app)
     for router in _routers():
         app.include_router(router)

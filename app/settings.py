@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
     max_in_flight: int = Field(256, ge=1, description="requests served at once before 429")
+    # Issue 19: /healthz and /readyz on their own listener thread, so a probe never waits behind the API's
+    # event loop under overload. Unset: the API port + 1 (off when that is past 65535); 0: off.
+    probe_port: int | None = Field(None, ge=0, le=65535, description="port of the probe listener (/healthz, "
+                                   "/readyz on its own thread, same host as the API); unset = port + 1, 0 = off")
     max_batch_words: int = Field(2000, ge=1)
     max_word_length: int = Field(100, ge=1)
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest multipart request body (all its files)")
@@ -150,6 +154,14 @@ class Settings(BaseSettings):
         from app.auth import parse_api_keys
 
         return parse_api_keys(value)
+
+    @model_validator(mode="after")
+    def _probe_port(self) -> "Settings":
+        if self.probe_port is None:
+            self.probe_port = self.port + 1 if self.port < 65535 else 0
+        elif self.probe_port == self.port:
+            raise ValueError(f"VISLEX_PROBE_PORT {self.probe_port} is the API port; choose another, or 0 for off")
+        return self
 
     @model_validator(mode="after")
     def _auth_reads_needs_keys(self) -> "Settings":

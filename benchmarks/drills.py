@@ -10,7 +10,10 @@ mapping and eager translation tables. Drills, each bounded in time:
 3. Redis SIGKILL + restart  -- 503 while down; after the restart every job submitted is still there.
 4. API restart              -- SIGTERM + start again: every job and the served mapping are back.
 5. 64-client load           -- keep-alive GETs of table hits: no error status at all.
-6. 1,000-connection overload -- statuses are 200 or 429 only, /healthz and /readyz stay fast.
+6. 1,000-connection overload -- statuses are 200 or 429 only; /healthz and /readyz on the probe port
+                               (VISLEX_PROBE_PORT, own thread; a fresh connection each) answer 200 in < 1 s.
+                               The API port's /healthz is timed too, for comparison only (it waits
+                               behind the event loop with every other request).
 
 Prints a table (what was lost, time to a final state, statuses seen) and writes
 benchmarks/results/drills.json.
@@ -29,6 +32,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -66,11 +70,14 @@ class Cluster:
         self.redis = EmbeddedRedis(tmp / "redis")
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        self.probe_port = free_port()
+        self.probe_base = f"http://127.0.0.1:{self.probe_port}"
         spaces = planted(tmp)
         self.env = {**os.environ, "VISLEX_DATA_DIR": str(tmp / "data"), "VISLEX_SPACES": json.dumps(spaces),
                     "VISLEX_MAPPINGS": json.dumps({"en-fr": str(tmp / "en-fr.npz")}),
                     "VISLEX_ENCODER_LANGUAGES": "[]", "VISLEX_CLIP_PRETRAINED": "", "VISLEX_LOG_LEVEL": "warning",
                     "VISLEX_TABLE_BUILD": "eager", "VISLEX_JOB_HEARTBEAT_S": "1", "VISLEX_PORT": str(self.port),
+                    "VISLEX_PROBE_PORT": str(self.probe_port),
                     "PYTHONPATH": str(ROOT)}
         self.api: subprocess.Popen | None = None
         self.workers: list[subprocess.Popen] = []
@@ -309,8 +316,21 @@ def _flood_child(port: int, connections: int, seconds: float, out) -> None:
     out.send((dict(seen), [float(np.percentile(lat, q)) for q in (50, 99)] if lat else [0.0, 0.0]))
 
 
+def _api_port_healthz(c: Cluster, stop: threading.Event, out: list[float]) -> None:
+    """For comparison: /healthz on the API port, a fresh connection each (not required to be fast)."""
+    while not stop.is_set():
+        t = time.perf_counter()
+        try:
+            httpx.get(c.base + "/healthz", timeout=15)
+            out.append(time.perf_counter() - t)
+        except httpx.TransportError:
+            out.append(float("inf"))
+        stop.wait(0.2)
+
+
 def drill_overload(c: Cluster, seconds: float) -> dict:
-    """1,000 connections from a child process; the probes from this one (blocking, one at a time)."""
+    """1,000 connections from a child process; the probes from this one, on the probe port (VISLEX_PROBE_PORT),
+    one at a time, each on a fresh connection (as a Kubernetes/compose probe does): 200 in < 1 s."""
     import multiprocessing as mp
 
     ctx = mp.get_context("fork")
@@ -321,24 +341,36 @@ def drill_overload(c: Cluster, seconds: float) -> dict:
     probes: dict[str, list[float]] = {}
     time.sleep(min(1.0, seconds / 3))  # let the flood build up
     end = time.monotonic() + seconds * 0.6
-    with httpx.Client(base_url=c.base, timeout=15) as client:
-        while time.monotonic() < end:
-            for path in ("/healthz", "/readyz"):
-                t = time.perf_counter()
-                status = client.get(path).status_code
-                probes.setdefault(path, []).append(time.perf_counter() - t)
-                seen[f"{path}:{status}"] += 1
-            time.sleep(0.2)
+    api_port: list[float] = []
+    stop = threading.Event()
+    compare = threading.Thread(target=_api_port_healthz, args=(c, stop, api_port), daemon=True)
+    compare.start()
+    while time.monotonic() < end:
+        for path in ("/healthz", "/readyz"):
+            t = time.perf_counter()
+            try:
+                status = httpx.get(c.probe_base + path, timeout=15).status_code
+            except httpx.TransportError:
+                status = "conn"
+            probes.setdefault(path, []).append(time.perf_counter() - t)
+            seen[f"probe{path}:{status}"] += 1
+        time.sleep(0.2)
+    stop.set()
     flood_seen, (p50, p99) = parent.recv()
     flood.join(30)
+    compare.join(20)
     seen.update(flood_seen)
     translate = {k for k in seen if isinstance(k, int)}
     worst = {p: max(v) for p, v in probes.items()}
     ok = translate <= {200, 429} and all(k.endswith(":200") for k in seen if isinstance(k, str) and ":" in k) \
         and max(worst.values(), default=9) < 1.0
+    n = sum(len(v) for v in probes.values())
     return row("1,000-connection overload", 0, None, seen, ok,
                f"translate p50 {p50 * 1e3:.0f} ms, p99 {p99 * 1e3:.0f} ms (client in the same 2 cores); "
-               "slowest probe " + ", ".join(f"{p} {v:.2f} s" for p, v in worst.items()))
+               f"probe port ({n} probes, fresh connections): slowest "
+               + ", ".join(f"{p} {v * 1e3:.0f} ms" for p, v in worst.items())
+               + (f"; API port /healthz (comparison, {len(api_port)}): slowest {max(api_port):.2f} s"
+                  if api_port else ""))
 
 
 def main() -> None:

@@ -19,6 +19,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Apps built by tests serve only the languages a test names: no background build of the lazily built
 # default languages (each is ~20k words through the real encoder). Tests of lazy building pass them explicitly.
 os.environ.setdefault("VISLEX_ENCODER_LANGUAGES_LAZY", "[]")
+# No probe listener (VISLEX_PROBE_PORT, default: API port + 1) in apps and `vislex serve` processes tests start:
+# they would all bind 8001. tests/app/test_probes.py turns it on, on free ports.
+os.environ.setdefault("VISLEX_PROBE_PORT", "0")
 
 
 @pytest.fixture(scope="session")

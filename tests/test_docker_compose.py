@@ -81,3 +81,24 @@ def test_compose_does_not_publish_the_api_on_all_interfaces_without_a_key():
         spec = port if isinstance(port, str) else f"{port.get('host_ip', '')}:{port.get('published')}:{port.get('target')}"
         assert key_required or spec.startswith(("127.0.0.1:", "[::1]:", "localhost:")), spec
     assert "VISLEX_API_KEYS" in api["environment"]  # keys reach the API when the operator sets them
+
+
+def test_api_healthcheck_uses_the_probe_port():
+    """Issue 19: under overload the API port's /readyz waits behind the event loop (3.2 s in the drill); the
+    healthcheck asks the probe listener (VISLEX_PROBE_PORT, own thread) instead, which is not published."""
+    yaml = pytest.importorskip("yaml")
+    from app.settings import Settings
+
+    api = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["api"]
+    env = api["environment"]
+    probe_port = int(env["VISLEX_PROBE_PORT"])
+    settings = Settings(port=int(env.get("VISLEX_PORT", 8000)), probe_port=probe_port)  # a valid pair
+    assert settings.probe_port == probe_port and probe_port != settings.port
+    test = api["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "curl", "-fsS"]
+    assert test[3] == f"http://127.0.0.1:{probe_port}/readyz"
+    assert float(api["healthcheck"]["timeout"].rstrip("s")) >= 1  # the probe answers in ms; 1 s is ample
+    for port in api.get("ports", []):  # the probe port stays inside the container
+        assert not str(port).endswith(f":{probe_port}"), port
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    assert "VISLEX_PROBE_PORT" in dockerfile and "EXPOSE 8000 8001" in dockerfile

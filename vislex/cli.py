@@ -46,6 +46,7 @@ def serve(
     port: Optional[int] = typer.Option(None, help="port (VISLEX_PORT, default 8000)"),
 ) -> None:
     """Run the API; with no VISLEX_REDIS_URL also an embedded Redis and one worker."""
+    from app.probes import describe as describe_probes
     from services.observability import configure_logging
     from vislex.supervisor import auth_notices
     from vislex.supervisor import serve as run
@@ -67,6 +68,7 @@ def serve(
     configure_logging(settings.log_level, settings.log_json)
     for notice in auth_notices(settings):
         typer.echo(notice, err=True)
+    typer.echo(describe_probes(settings), err=True)
     run(settings, env)
 
 

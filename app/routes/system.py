@@ -13,7 +13,7 @@ from pydantic import BaseModel
 import vislex
 from app.deps import RuntimeDep
 from app.errors import responses
-from app.runtime import components_ready
+from app.runtime import Runtime, components_ready
 from services.jobs.celery_app import live_workers
 
 router = APIRouter(tags=["system"])
@@ -24,20 +24,30 @@ class Health(BaseModel):
     version: str
 
 
+def health() -> Health:
+    """The liveness answer, shared by the API's /healthz and the probe listener (app/probes.py)."""
+    return Health(status="ok", version=vislex.__version__)
+
+
 @router.get("/healthz", response_model=Health, operation_id="getHealth")
 async def get_health() -> Health:
     """The process is alive."""
-    return Health(status="ok", version=vislex.__version__)
+    return health()
 
 
 @router.get("/readyz", operation_id="getReadiness", responses=responses(503))
 async def get_readiness(runtime: RuntimeDep) -> JSONResponse:
     """200 when every required component has loaded and Redis answers PING now; 503 naming what is not."""
+    return await asyncio.to_thread(readiness, runtime)
+
+
+def readiness(runtime: Runtime) -> JSONResponse:
+    """The readiness answer (blocking: pings Redis live), shared by the API's /readyz and the probe listener."""
     components = {n: s.as_dict() for n, s in runtime.components.items()}
     redis_state = runtime.components.get("redis")
     redis_down = None
     if redis_state is not None and redis_state.state == "ready":  # loaded once is not enough: ping it live
-        redis_down = await asyncio.to_thread(runtime.redis_unreachable_reason)
+        redis_down = runtime.redis_unreachable_reason()
         if redis_down is not None:
             components["redis"] = {**components["redis"], "state": "unreachable", "reason": redis_down}
     # Judge readiness on the snapshot the body shows (a component may finish loading during the ping).
