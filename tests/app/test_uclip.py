@@ -44,7 +44,10 @@ def test_paths_outside_the_allowed_roots_are_refused_without_an_existence_oracle
 def test_null_byte_and_relative_paths_are_422(client, bank):
     for images_dir in ("/\u0000", "bank", f"{bank}/\u0000x"):
         r = _post(client, images_dir=images_dir)
-        assert r.status_code == 422 and r.json()["error"]["detail"]["field"] == "images_dir", r.text
+        detail = r.json()["error"]["detail"]
+        # The service's own path check names one field; the schema (a relative path) lists its errors.
+        named = {detail.get("field")} | {e["field"] for e in detail.get("errors", [])}
+        assert r.status_code == 422 and "images_dir" in named, r.text
 
 
 def test_missing_path_inside_the_roots_names_the_field_not_the_path(client, bank):
