@@ -50,9 +50,12 @@ class Supervisor:
     def run_api(self) -> None:
         import uvicorn
 
+        from app.http_protocol import ContractHttpToolsProtocol
+
+        # Requests uvicorn's parser rejects get the JSON error contract too (not its plain-text 400).
         config = uvicorn.Config("app.main:app_from_env", factory=True, host=self.settings.host,
                                 port=self.settings.port, access_log=False, log_config=None,
-                                timeout_graceful_shutdown=10)
+                                timeout_graceful_shutdown=10, http=ContractHttpToolsProtocol)
         uvicorn.Server(config).run()
 
     def stop(self) -> None:
