@@ -78,3 +78,14 @@ def run_in_child(fn, *args):
     if status != "ok":
         raise RuntimeError(payload)
     return payload, rss
+
+
+def stop_process(proc, timeout: float = 20.0) -> None:
+    """SIGTERM a server a benchmark started; SIGKILL it when it has not exited after ``timeout`` s."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()

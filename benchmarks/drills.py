@@ -75,7 +75,8 @@ class Cluster:
         spaces = planted(tmp)
         self.env = {**os.environ, "VISLEX_DATA_DIR": str(tmp / "data"), "VISLEX_SPACES": json.dumps(spaces),
                     "VISLEX_MAPPINGS": json.dumps({"en-fr": str(tmp / "en-fr.npz")}),
-                    "VISLEX_ENCODER_LANGUAGES": "[]", "VISLEX_CLIP_PRETRAINED": "", "VISLEX_LOG_LEVEL": "warning",
+                    "VISLEX_ENCODER_LANGUAGES": "[]", "VISLEX_ENCODER_LANGUAGES_LAZY": "[]",
+                    "VISLEX_CLIP_PRETRAINED": "", "VISLEX_LOG_LEVEL": "warning",
                     "VISLEX_TABLE_BUILD": "eager", "VISLEX_JOB_HEARTBEAT_S": "1", "VISLEX_PORT": str(self.port),
                     "VISLEX_PROBE_PORT": str(self.probe_port),
                     "PYTHONPATH": str(ROOT)}

@@ -36,7 +36,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from common import ROOT, SHARED_DATA, print_table, write_results  # noqa: E402  (sets sys.path)
+from common import ROOT, SHARED_DATA, print_table, stop_process, write_results  # noqa: E402  (sets sys.path)
 
 DICTS = SHARED_DATA / "dictionaries"
 DEFAULT_PAIRS = "muse:en-fr,muse:en-de,muse:en-ru,xling:en-fr,xling:en-de,xling:de-fr"
@@ -173,11 +173,7 @@ def cold_start(args) -> dict:
                 except Exception:  # noqa: BLE001 - not up or not ready yet
                     time.sleep(0.25)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc)
     progress = (body or {}).get("components", {}).get("spaces", {}).get("progress", {})
     return {"ready_s": None if seconds is None else round(seconds, 1), "timeout_s": args.cold_start_timeout,
             "per_language_s": progress.get("per_language_s"), "startup_languages": progress.get("startup_languages")}

@@ -40,7 +40,7 @@ from urllib.parse import urlencode
 import httpx
 import numpy as np
 import psutil
-from common import RESULTS, ROOT  # noqa: E402  (sets sys.path)
+from common import RESULTS, ROOT, stop_process  # noqa: E402  (sets sys.path)
 from common import SHARED_DATA as DATA
 
 
@@ -84,7 +84,8 @@ def start_server(tmp: Path, redis_url: str, mapping_path: Path, *, cache: bool, 
         "VISLEX_DATA_DIR": str(tmp / "data"), "VISLEX_REDIS_URL": redis_url,
         "VISLEX_SPACES": json.dumps({"en": str(DATA / "vectors/en.npy"), "fr": str(DATA / "vectors/fr.npy")}),
         "VISLEX_MAPPINGS": json.dumps({"en-fr": str(mapping_path)}),
-        "VISLEX_ENCODER_LANGUAGES": "[]", "VISLEX_CLIP_PRETRAINED": "", "VISLEX_LOG_LEVEL": "warning",
+        "VISLEX_ENCODER_LANGUAGES": "[]", "VISLEX_ENCODER_LANGUAGES_LAZY": "[]", "VISLEX_PROBE_PORT": "0",
+        "VISLEX_CLIP_PRETRAINED": "", "VISLEX_LOG_LEVEL": "warning",
         "VISLEX_CACHE_ENABLED": "true" if cache else "false", "VISLEX_INDEX_TYPE": index_type,
         "VISLEX_TABLE_K": str(table_k), "VISLEX_TABLE_BUILD": "eager",
         "VISLEX_MAX_IN_FLIGHT": "256",  # the default: shedding stays on while measuring
@@ -284,11 +285,7 @@ def main() -> None:
                                 rows.append(res)
                                 print(json.dumps(res))
                 finally:
-                    proc.terminate()
-                    try:
-                        proc.wait(20)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
+                    stop_process(proc)
         finally:
             redis.stop()
     cores = len(os.sched_getaffinity(0))
