@@ -12,7 +12,6 @@ query parameters in OpenAPI.
 from __future__ import annotations
 
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -23,8 +22,8 @@ M = TypeVar("M", bound=BaseModel)
 
 def parse_query(model: type[M], request: Request) -> M:
     """The request's query string as ``model`` (the last value of a repeated name wins, as in Starlette)."""
-    raw = request.scope.get("query_string", b"")
-    params = dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True)) if raw else {}
+    # Starlette's parse (last value of a repeated name wins), cached on the request: FastAPI has already made it.
+    params = dict(request.query_params)
     try:
         return model.model_validate(params)
     except ValidationError as exc:

@@ -7,8 +7,10 @@ case folding (``str.casefold``, applied to the vocabulary's keys and to queries 
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -70,6 +72,12 @@ class WordSpace:
 
     def __len__(self) -> int:
         return len(self.words)
+
+    @cached_property
+    def json_words(self) -> list[str]:
+        """Each word as a JSON string literal (answers are assembled as text on the hot path)."""
+        encode = json.JSONEncoder(ensure_ascii=False).encode
+        return [encode(w) for w in self.words]
 
     @property
     def dim(self) -> int:

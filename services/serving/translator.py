@@ -52,10 +52,11 @@ def multi_word(word: str, lang: str, field: str = "word") -> InvalidInput:
                         detail={"field": field, "word": word, "lang": lang, "words": len(word.split())})
 
 
-def _translations_json(words: list[str], scores: np.ndarray, rows: np.ndarray) -> str:
+def _translations_json(json_words: list[str], scores: np.ndarray, rows: np.ndarray) -> str:
+    """``[{"word": ..., "score": ...}, ...]`` as text; ``json_words`` are the target words as JSON literals."""
     keep = rows >= 0  # approximate indexes may return fewer than k
-    return _dumps([{"word": words[r], "score": round(s, 6)}
-                   for r, s in zip(rows[keep].tolist(), scores[keep].tolist())])
+    return "[" + ",".join('{"word":%s,"score":%r}' % (json_words[r], round(s, 6))
+                          for r, s in zip(rows[keep].tolist(), scores[keep].tolist())) + "]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +133,7 @@ class Translator:
             if skip >= 0:
                 scores, rows = _without_row(scores[None], rows[None], np.array([skip]), k)
                 scores, rows = scores[0], rows[0]
-            fragment = _translations_json(tgt_space.words, scores, rows)
+            fragment = _translations_json(tgt_space.json_words, scores, rows)
             return _Lookup(state, row, k, retrieval, head, None, head + ',"cached":false,"translations":' + fragment + "}")
         if table is None:
             self.registry.request_tables(src, tgt)
@@ -178,7 +179,7 @@ class Translator:
         if found.skip >= 0:
             scores, rows = _without_row(scores[None], rows[None], np.array([found.skip]), found.k)
             scores, rows = scores[0], rows[0]
-        fragment = _translations_json(self.registry.spaces[state.tgt].words, scores, rows)
+        fragment = _translations_json(self.registry.spaces[state.tgt].json_words, scores, rows)
         if self.cache is not None and found.key is not None and state.version == found.state.version:
             self.cache.set(found.key, fragment)
         return found.head + ',"cached":false,"translations":' + fragment + "}"
@@ -239,7 +240,7 @@ class Translator:
             TABLE_WORDS.labels(retrieval).inc(len(found))
             t_scores, t_rows = table.top(np.asarray(found_rows, dtype=np.int64), width)
             t_scores, t_rows = _without_row(t_scores, t_rows, skips, k)
-            tgt_words = tgt_space.words
+            tgt_words = tgt_space.json_words
             for j, i in enumerate(found):
                 fragments[i] = _translations_json(tgt_words, t_scores[j], t_rows[j])
             cache = None  # every word is answered: nothing to read from or write to Redis
@@ -258,7 +259,7 @@ class Translator:
             scores, rows_out = self._search(state, unique_rows, width, retrieval)
             # Words sharing a source row share its normalised string, hence its skip.
             scores, rows_out = _without_row(scores, rows_out, skips[np.asarray(missing)[first]], k)
-            tgt_words = tgt_space.words
+            tgt_words = tgt_space.json_words
             per_unique = [_translations_json(tgt_words, scores[j], rows_out[j]) for j in range(len(unique_rows))]
             writes: dict[str, str] = {}
             for pos, u in zip(missing, inverse.tolist()):

@@ -195,3 +195,16 @@ def test_readiness_is_503_until_spaces_are_loaded(make_client, planted_spaces, m
             time.sleep(0.05)
         assert c.get("/readyz").status_code == 200
         assert c.get("/v1/translate", params={"word": "w1", "src": "en", "tgt": "fr"}).status_code == 200
+
+
+def test_hot_get_route_keeps_the_metrics_label_and_auth_for_reads(client, make_client, planted_spaces, mapping_file):
+    """GET /v1/translate is served by a plain Starlette route (app/routes/translate.py, HOT_ROUTES)."""
+    assert client.get("/v1/translate", params={"word": "w1", "src": "en", "tgt": "fr"}).status_code == 200
+    assert 'route="/v1/translate",status="200"' in client.get("/metrics").text
+    en, fr, *_ = planted_spaces
+    key = "k" * 32
+    with make_client(spaces={"en": str(en), "fr": str(fr)}, mappings={"en-fr": str(mapping_file[0])},
+                     api_keys=[key], auth_reads=True) as secured:
+        params = {"word": "w1", "src": "en", "tgt": "fr"}
+        assert secured.get("/v1/translate", params=params).status_code == 401
+        assert secured.get("/v1/translate", params=params, headers={"Authorization": f"Bearer {key}"}).status_code == 200
