@@ -79,30 +79,29 @@ end
 return {st}
 """
 
-# The worker records the outcome, unless its attempt was superseded.
-_FINISH = """
+def _finish_script(first_field: int, then: str = "") -> str:
+    """The worker records the outcome (job hash fields from ARGV[first_field] on), unless its attempt was superseded;
+    ``then`` runs in the same atomic step before it returns 1."""
+    return f"""
 if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
 if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], unpack(ARGV, {first_field}))
 redis.call('SREM', KEYS[2], ARGV[2])
 redis.call('DEL', KEYS[3], KEYS[1] .. ':cancel')
-return 1
+{then}return 1
 """
+
+
+# KEYS: job, active, heartbeat; ARGV: attempt, job id, then the job hash fields.
+_FINISH = _finish_script(3)
 
 # Success and the mapping's publication in one step: no reader ever sees 'succeeded' before the new version is
 # published (key, pair index, pub/sub message to every API replica). KEYS: job, active, heartbeat, mapping key,
 # pair index; ARGV: attempt, job id, channel, pair, key payload, message, then the job hash fields.
-_FINISH_PUBLISH = """
-if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
-if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
-redis.call('SREM', KEYS[2], ARGV[2])
-redis.call('DEL', KEYS[3], KEYS[1] .. ':cancel')
-redis.call('SET', KEYS[4], ARGV[5])
+_FINISH_PUBLISH = _finish_script(7, """redis.call('SET', KEYS[4], ARGV[5])
 redis.call('SADD', KEYS[5], ARGV[4])
 redis.call('PUBLISH', ARGV[3], ARGV[6])
-return 1
-"""
+""")
 
 _CANCEL = """
 local st = redis.call('HGET', KEYS[1], 'state')
