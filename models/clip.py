@@ -312,7 +312,23 @@ class ClipEncoder:
 
 
 def load_clip(spec: ClipSpec) -> ClipEncoder:
-    """Load the CLIP described by ``spec``; missing weights raise Unavailable with the reason."""
+    """Load the CLIP described by ``spec``; missing weights raise Unavailable with the reason.
+
+    A ``checkpoint`` written by ``vislex clip train`` (models/compact_clip.py) loads as a compact
+    CLIP -- its towers and heads -- whatever ``model`` says: a trained checkpoint is a CLIP everywhere.
+    """
+    if spec.checkpoint:
+        from models.compact_clip import is_compact_checkpoint, load_compact_clip
+
+        if is_compact_checkpoint(spec.checkpoint):
+            from models.compact_clip import CheckpointError
+
+            try:
+                return load_compact_clip(spec.checkpoint, spec=spec,
+                                         label=spec.name or f"compact:{Path(spec.checkpoint).name}")
+            except CheckpointError as e:
+                raise Unavailable(f"CLIP {spec.label}: {e.message}",
+                                  detail={"encoder": spec.label, "reason": "load_failed"}) from e
     import models.torchvision_compat  # noqa: F401  (must precede open_clip)
     import open_clip
 

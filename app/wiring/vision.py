@@ -6,7 +6,8 @@ serving English), ``clip_models`` (per-language overrides: ``{"ko": {"model": ..
 ``{"sw": {"tower": "uclip", "heads": PATH}}``), ``clip_device``, ``images_dir``.
 Every other language of ``encoder_languages`` reuses the default CLIP's text tower
 (fine for related scripts; the WALIP paper shows it fails for en->ru). Missing weights make
-the component *unavailable* with the reason, never crash the service.
+the component *unavailable* with the reason, never crash the service. A compact CLIP checkpoint
+(``vislex clip train``) whose text tower is multilingual serves every language it speaks itself.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from app.runtime import ComponentUnavailable, Runtime
 def build_vision(settings):
     """The VisionService described by ``settings`` (nothing loaded yet)."""
     from models.clip import ClipPool, ClipSpec, TowerSpec
+    from models.compact_clip import checkpoint_languages
     from services.vision.config import effective_templates
     from services.vision.service import VisionService
 
@@ -37,6 +39,11 @@ def build_vision(settings):
         specs.append(ClipSpec.from_dict(cfg))
         own |= set(specs[-1].languages)
     default_langs = ("en",) if "en" not in {x for s in specs for x in s.languages} else ()
+    spoken = checkpoint_languages(settings.clip_checkpoint) if settings.clip_checkpoint else None
+    if default_langs and spoken:
+        # A compact CLIP with a multilingual text tower embeds every language it speaks itself: no reuse.
+        default_langs = tuple(dict.fromkeys(["en", *(lang for lang in settings.encoder_languages
+                                                     if lang not in own and ("*" in spoken or lang in spoken))]))
     if default_langs:
         specs.insert(0, ClipSpec(
             model=settings.clip_model,
