@@ -21,11 +21,12 @@ log = logging.getLogger(__name__)
 
 
 def _routers():
-    from app.routes import alignments, fingerprints, galleries, spaces, system, translate, uclip
+    from app.routes import alignments, fingerprint_images, fingerprints, galleries, spaces, system, translate, uclip
+    from app.routes import clip
 
     # translate first: route matching is linear, and its GET is the hot path (probes live on their own port).
     return [translate.router, system.router, spaces.router, alignments.router,
-            fingerprints.router, uclip.router, galleries.router]
+            fingerprints.router, fingerprint_images.router, uclip.router, clip.router, galleries.router]
 
 
 def create_app(settings: Settings | None = None, *, background_load: bool = True) -> FastAPI:
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, *, background_load: bool = True
         lifespan=lifespan,
         generate_unique_id_function=lambda route: route.name,
         dependencies=read_dependencies(settings),
+        docs_url=None, redoc_url=None,  # served offline by app/routes/docs.py (FastAPI's load from a CDN)
     )
     app.state.key_guard = KeyGuard.from_settings(settings)
     app.state.probe_server = None  # the running app/probes.ProbeServer, between lifespan start and stop
@@ -67,6 +69,11 @@ def create_app(settings: Settings | None = None, *, background_load: bool = True
 
     if not read_dependencies(settings):  # with keys required for reads, the FastAPI routes (and their check) serve
         app.router.routes[:0] = HOT_ROUTES  # matched first; their FastAPI twins stay for OpenAPI
+    from app.routes.console import install_console
+    from app.routes.docs import install_docs
+
+    install_console(app)  # the web console at / (static files in the package)
+    install_docs(app)  # /docs and /redoc with their assets from a package, no CDN
     add_bad_json_responses(app)
     document_security(app)
     # Inside the request context (added first): a 413 still gets a request id, a log line and a metric.
