@@ -5,13 +5,13 @@ import {h} from './util.js';
 // What configures each component (detail.component / detail.reason / error code -> the settings to look at).
 export const FIXES = {
   redis: 'VISLEX_REDIS_URL (or leave it unset: `vislex serve` starts an embedded Redis)',
-  redis_unavailable: 'VISLEX_REDIS_URL (Redis must answer; it retries by itself once Redis is back)',
-  jobs: 'VISLEX_REDIS_URL (jobs live in Redis) and a running worker (`vislex worker`)',
+  redis_unavailable: 'VISLEX_REDIS_URL must answer (requests serve again by themselves once Redis is back)',
+  jobs: 'VISLEX_REDIS_URL (jobs live in Redis), and a running worker (`vislex worker`)',
   spaces: 'VISLEX_SPACES (vector files) or VISLEX_ENCODER_LANGUAGES',
   space_unavailable: 'VISLEX_ENCODER_LANGUAGES / VISLEX_TEXT_ENCODER (the language could not be built)',
-  clip: 'CLIP weights: VISLEX_CLIP_MODEL + VISLEX_CLIP_PRETRAINED, VISLEX_CLIP_CHECKPOINT or VISLEX_CLIP_MODELS',
-  encoder_unavailable: 'CLIP weights: VISLEX_CLIP_CHECKPOINT or VISLEX_CLIP_MODELS',
-  uclip: 'CLIP weights (VISLEX_CLIP_CHECKPOINT / VISLEX_CLIP_MODELS) and VISLEX_TEXT_ENCODER',
+  clip: 'VISLEX_CLIP_CHECKPOINT, VISLEX_CLIP_MODELS or VISLEX_CLIP_MODEL + VISLEX_CLIP_PRETRAINED (CLIP weights on this machine)',
+  encoder_unavailable: 'VISLEX_CLIP_CHECKPOINT or VISLEX_CLIP_MODELS (CLIP weights on this machine)',
+  uclip: 'VISLEX_CLIP_CHECKPOINT or VISLEX_CLIP_MODELS (CLIP weights), and VISLEX_TEXT_ENCODER',
   uclip_heads: 'VISLEX_UCLIP_CHECKPOINT, or train heads with POST /v1/uclip/trainings',
   no_images: 'VISLEX_IMAGES_DIR (a folder of images)',
   images_unavailable: 'VISLEX_IMAGES_DIR (a folder of images)',
@@ -61,7 +61,7 @@ export function errorBox(err, {retry = null, compact = false} = {}) {
     h('p', {class: 'error-title'}, h('strong', {}, (TITLES[err.status] || 'Error') + status), ' ', h('code', {}, err.code)),
     h('p', {class: 'error-message'}, err.message),
     compact ? null : fields(err),
-    fix ? h('p', {class: 'error-fix'}, h('strong', {}, 'Fix: '), 'set ', h('code', {}, fix)) : null,
+    fix ? h('p', {class: 'error-fix'}, h('strong', {}, 'Setting that fixes it: '), h('code', {}, fix)) : null,
     isTransient(err) ? h('p', {class: 'error-hint'}, `Temporary: retry in ${err.retryAfter || 1} s.`) : null,
   );
   const actions = [];

@@ -186,14 +186,21 @@ export function initJobs() {
         if (!card) { card = jobCard(job); cards.set(job.id, card); }
         if (list.children[i] !== card) list.insertBefore(card, list.children[i] || null);
         updateCard(card, job, cancel);
+        // state + where its mapping stands: a change to succeeded / installed is announced and the pickers
+        // refresh, so Translate shows (and uses) the new mapping at once
+        const now = `${job.state}/${job.result ? job.result.serving : ''}`;
         const before = states.get(job.id);
-        if (!first && before && before !== job.state && job.state === 'succeeded') {
-          refreshSpaces().catch(() => {}); // its mapping is served now: Translate sees the pair at once
-          announce(`Alignment ${job.src} → ${job.tgt} finished: Translate uses its mapping now.`, 'success');
-        } else if (!first && before && before !== job.state && job.state === 'failed') {
-          announce(`Alignment ${job.src} → ${job.tgt} failed: ${job.error ? job.error.message : ''}`, 'error');
+        if (!first && before !== now) {
+          if (job.state === 'succeeded') {
+            refreshSpaces().catch(() => {});
+            if (!before || !before.startsWith('succeeded')) {
+              announce(`Alignment ${job.src} → ${job.tgt} finished: Translate uses its mapping now.`, 'success');
+            }
+          } else if (job.state === 'failed') {
+            announce(`Alignment ${job.src} → ${job.tgt} failed: ${job.error ? job.error.message : ''}`, 'error');
+          }
         }
-        states.set(job.id, job.state);
+        states.set(job.id, now);
         active = active || ACTIVE.has(job.state) || (job.result && job.result.serving === 'installing');
       });
       for (const [id, card] of cards) if (!seen.has(id)) { card.remove(); cards.delete(id); }

@@ -36,7 +36,7 @@ function componentTable(components) {
   });
   return h('table', {class: 'components'},
     h('caption', {class: 'visually-hidden'}, 'Components of the service'),
-    h('thead', {}, h('tr', {}, ['Component', 'State', '', 'Reason', 'Setting that fixes it'].map((t) => h('th', {scope: 'col'}, t)))),
+    h('thead', {}, h('tr', {}, ['Component', 'State', 'Needed', 'Reason', 'Setting that fixes it'].map((t) => h('th', {scope: 'col'}, t)))),
     h('tbody', {}, rows));
 }
 

@@ -10,7 +10,8 @@ const MAX_TRANSIENT_RETRIES = 30;
 function translationList(translations, label) {
   const scale = barScale(translations.map((t) => t.score));
   return h('ol', {class: 'translations', 'aria-label': label},
-    translations.map((t) => h('li', {}, h('span', {class: 'word'}, t.word), scoreBar(t.score, scale(t.score)))));
+    translations.map((t, i) => h('li', {}, h('span', {class: 'rank'}, `${i + 1}.`), h('span', {class: 'word'}, t.word),
+      scoreBar(t.score, scale(t.score)))));
 }
 
 function neighboursButton(word, lang, k) {
