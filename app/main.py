@@ -23,10 +23,12 @@ log = logging.getLogger(__name__)
 def _routers():
     from app.routes import alignments, fingerprint_images, fingerprints, galleries, spaces, system, translate, uclip
     from app.routes import clip
+    from app.routes import sentences
 
     # translate first: route matching is linear, and its GET is the hot path (probes live on their own port).
     return [translate.router, system.router, spaces.router, alignments.router,
-            fingerprints.router, fingerprint_images.router, uclip.router, clip.router, galleries.router]
+            fingerprints.router, fingerprint_images.router, uclip.router, clip.router, galleries.router,
+            sentences.router]
 
 
 def create_app(settings: Settings | None = None, *, background_load: bool = True) -> FastAPI:

@@ -118,6 +118,16 @@ class Settings(BaseSettings):
     # --- uCLIP retrieval ---
     uclip_checkpoint: Path | None = None
 
+    # --- sentence translation by retrieval (Globetrotter, issue 16) ---
+    sentence_model: str | None = Field(
+        None, description="sentence model at startup: an encoder name or a Globetrotter checkpoint (path, or name "
+        "under <data_dir>/sentences/models); unset = the last activated one, else text_encoder")
+    sentence_max_batch: int = Field(256, ge=1, description="sentences per translate request; more get 413")
+    sentence_max_add: int = Field(10000, ge=1, description="sentences per add request; more get 413")
+    sentence_max_chars: int = Field(2000, ge=1, description="characters per sentence; longer get 413")
+    sentence_storage_dtype: Literal["float32", "float16"] = Field(
+        "float32", description="storage of sentence indexes (float16 halves memory and scan time)")
+
     # --- vision feature (issue 6): visual-word filter reference ---
     clip_reference_words: int = Field(
         1000, ge=0, description="frequent words per language whose median best-image similarity is the visual-word cut "

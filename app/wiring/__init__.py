@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.runtime import connect_redis
-from app.wiring import jobs, retrieval, serving, vision
+from app.wiring import jobs, retrieval, sentences, serving, vision
 
 LOADERS = [
     ("redis", True, connect_redis),
@@ -11,4 +11,5 @@ LOADERS = [
     ("spaces", True, serving.load),
     ("clip", False, vision.load),
     ("uclip", False, retrieval.load),
+    ("sentences", False, sentences.load),
 ]

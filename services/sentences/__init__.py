@@ -1,0 +1,1 @@
+"""Sentence translation by retrieval: collections (translation memories), Globetrotter training, evaluation."""
