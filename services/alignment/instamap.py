@@ -19,6 +19,22 @@ half-way so dictionary pairs meet in the middle (the full step on both sides mak
 i.e. it swaps them); ``tgt_step=0`` moves only the source. On the planted non-linear test world the
 full and half steps score alike; neither has been shown better on real data, so the paper's value is
 the default.
+
+Two engines compute the same iterations (``engine``): ``"fast"`` (default) and ``"reference"`` (the first
+implementation, kept selectable: FAISS top-K searches over every dictionary entry, the (n, K, d) gather of
+translation vectors, two searches per direction for each mutual-NN expansion, and the registry transforming
+both vocabularies again after the fit). The fast engine, per shift (:func:`anchor_shift`):
+
+- identical anchors (a dictionary source with several targets) are searched once: the K nearest *entries*
+  are whole groups of equal anchors in score order, the last group cut to fill K (entries of one group in
+  dictionary order), and a group's contribution is its score times a prefix sum of its translation vectors,
+  so the top-K runs over the unique anchors (en→fr MUSE seeds: 4,175 unique sources for 7,950 pairs);
+- exact scores in blocks (numpy's BLAS on CPU, torch on CUDA), torch's top-K, and the weighted sum of
+  translation vectors as one ``embedding_bag`` (no (n, K, d) temporary: 688 MB per 8,192-row chunk before);
+
+the expansion is one sweep (``retrieval.mutual_nn_fused``), and the fitted spaces are handed to the registry
+instead of transforming both vocabularies again. The K nearest sets are the reference's (ties between equal
+scores aside), weights and sums equal up to float32 summation order. Measured in benchmarks/scale.py.
 """
 
 from __future__ import annotations
@@ -31,7 +47,9 @@ from services.alignment.mapping import InstaMapIteration, InstaMapStage, _unit
 from services.alignment.procrustes import kabsch
 from services.errors import InvalidInput
 
-__all__ = ["fit_instamap"]
+__all__ = ["ENGINES", "anchor_shift", "fit_instamap"]
+
+ENGINES = ("fast", "reference")
 
 ProgressFn = Callable[[str, int, int, dict], None]
 
@@ -41,6 +59,71 @@ def _pca(V: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
     C = np.asarray(V - mean, np.float64)
     _, _, Vt = np.linalg.svd(C.T @ C)
     return mean.astype(np.float32), Vt[:n_components].T.astype(np.float32)
+
+
+def _anchor_groups(anchors: np.ndarray, deltas: np.ndarray):
+    """Unique anchor rows (first-occurrence order), their multiplicities, and the within-group prefix sums of
+    the translation vectors (entries of a group in dictionary order): row ``start[g] + c − 1`` of the prefix
+    table is the sum of group g's first c translation vectors."""
+    A = np.ascontiguousarray(anchors, dtype=np.float32)
+    keys = A.view(np.dtype((np.void, A.dtype.itemsize * A.shape[1])))[:, 0]
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    group = rank[inverse.ravel()]  # group id by first occurrence
+    order = np.lexsort((np.arange(len(A)), group))  # by group, then dictionary order
+    counts = np.bincount(group, minlength=len(first))
+    start = np.cumsum(counts) - counts
+    csum = np.cumsum(np.asarray(deltas, np.float64)[order], axis=0)
+    base = np.zeros_like(csum[:1]).repeat(len(first), axis=0)
+    nonzero = start > 0
+    base[nonzero] = csum[start[nonzero] - 1]
+    prefix = (csum - base[group[order]]).astype(np.float32)
+    unique = A[np.sort(first)]
+    return unique, counts, start, prefix
+
+
+def anchor_shift(V: np.ndarray, anchors: np.ndarray, deltas: np.ndarray, K: int, *, clip_negative: bool = False,
+                 device="auto") -> np.ndarray:
+    """Σ_k cos(v, a_k) δ_k / Σ_k cos(v, a_k) over the K dictionary entries nearest each row v (methods.md,
+    "InstaMap"), as ``mapping.instamap_shift`` but over unique anchors, in blocks, with one embedding_bag.
+
+    The K nearest entries: unique anchors by decreasing cosine, each contributing all its entries until K
+    are taken (the last one cut, in dictionary order). A (near-)zero weight sum falls back to the plain mean
+    of the K entries' translation vectors, as the reference does.
+    """
+    import torch
+
+    from services.alignment.mapping import _unit
+    from services.alignment.retrieval import score_blocks, torch_device
+
+    dev = torch_device(device)
+    V = np.ascontiguousarray(V, dtype=np.float32)
+    out = np.empty_like(V)
+    if len(V) == 0:
+        return out
+    K = int(min(K, len(anchors)))
+    unique, counts, start, prefix = _anchor_groups(_unit(np.asarray(anchors, np.float32)), deltas)
+    k = min(K, len(unique))  # K unique anchors always hold at least K entries
+    counts_t = torch.from_numpy(counts).to(dev)
+    start_t = torch.from_numpy(start).to(dev)
+    prefix_t = torch.from_numpy(prefix).to(dev)
+    with torch.no_grad():
+        for first, S in score_blocks(_unit(V), unique, device=dev):
+            sims, g = torch.topk(S, k, dim=1)
+            mult = counts_t[g]
+            before = torch.cumsum(mult, dim=1) - mult
+            take = torch.clamp(K - before, min=0)
+            take = torch.minimum(take, mult)
+            w = torch.clamp(sims, min=0) if clip_negative else sims
+            denom = (w * take).sum(dim=1, keepdim=True)
+            bad = denom.abs() < 1e-6
+            weights = torch.where(bad, torch.full_like(w, 1.0 / K), w / torch.where(bad, torch.ones_like(denom), denom))
+            weights = torch.where(take > 0, weights, torch.zeros_like(weights))
+            rows = start_t[g] + torch.clamp(take - 1, min=0)
+            shift = torch.nn.functional.embedding_bag(rows, prefix_t, per_sample_weights=weights, mode="sum")
+            out[first : first + len(sims)] = shift.cpu().numpy()
+    return out
 
 
 def fit_instamap(
@@ -57,18 +140,26 @@ def fit_instamap(
     expand_vocab: int | None = None,
     expand_retrieval: str | None = None,
     pca_components: int = 290,
+    engine: str = "fast",
+    return_spaces: bool = False,
     progress: ProgressFn | None = None,
-) -> tuple[InstaMapStage, np.ndarray, list[dict]]:
+):
     """Fit InstaMap on unit rows X, Y and dictionary ``pairs``: (stage, final dictionary, per-iteration history).
 
     Defaults (None) follow the variant (methods.md, "InstaMap"): ``T`` 4 (paper) / 3 (code);
     ``src_step``/``tgt_step`` 1 and 1 (both variants; only the paper variant accepts other values);
     ``expand_vocab`` 20,000 (paper) / the whole vocabularies (code, which accepts no cap).
+    ``engine``: ``"fast"`` or ``"reference"`` (module docstring). With ``return_spaces`` a fourth item is
+    returned: the fitted (source, target) spaces, equal to ``stage.transform_source(X)`` /
+    ``transform_target(Y)`` when X and Y have unit rows (the fast engine starts from them as given), else None.
     """
     from services.alignment.retrieval import mutual_nn
 
     if variant not in ("paper", "code"):
         raise InvalidInput(f"unknown InstaMap variant {variant!r}; use 'paper' or 'code'")
+    if engine not in ENGINES:
+        raise InvalidInput(f"unknown InstaMap engine {engine!r}; use one of {list(ENGINES)}",
+                           detail={"field": "engine", "known": list(ENGINES)})
     if variant == "code":
         if (src_step is not None and float(src_step) != 1.0) or (tgt_step is not None and float(tgt_step) != 1.0):
             raise InvalidInput(f"InstaMap variant 'code' moves both sides by the full shift (src_step = tgt_step = 1); "
@@ -89,8 +180,14 @@ def fit_instamap(
     if len(pairs) == 0:
         raise InvalidInput("InstaMap needs a non-empty seed dictionary")
     retrieval = expand_retrieval or ("csls" if variant == "paper" else "nn")
-    stage = InstaMapStage([], K=K, src_step=src_step, tgt_step=tgt_step, renormalize=True)
-    Xc, Yc = _unit(X), _unit(Y)
+    stage = InstaMapStage([], K=K, src_step=src_step, tgt_step=tgt_step, renormalize=True, engine=engine)
+    exact_spaces = engine == "fast" and _unit_rows(X) and _unit_rows(Y)
+    if exact_spaces:  # the very rows transform_source / transform_target will see
+        Xc, Yc = np.asarray(X, np.float32), np.asarray(Y, np.float32)
+    else:
+        Xc, Yc = _unit(X), _unit(Y)
+    # The reference engine's searches: FAISS on CPU, torch on CUDA (its original "auto").
+    search_backend = "auto" if engine == "fast" else ("torch" if _cuda() else "faiss")
     history: list[dict] = []
     for t in range(T):
         it = InstaMapIteration(W_R=np.eye(Xc.shape[1]), src_anchors=np.zeros((0, 1)), tgt_anchors=np.zeros((0, 1)),
@@ -114,7 +211,8 @@ def fit_instamap(
         residual = float(np.mean(np.sum((Xc[pairs[:, 0]] - Yc[pairs[:, 1]]) ** 2, axis=1)))
         record = {"iteration": t + 1, "pairs": len(pairs), "dictionary_residual": residual}
         if expand and t < T - 1:
-            new_pairs, _ = mutual_nn(Xc, Yc, retrieval=retrieval, max_src=expand_vocab, max_tgt=expand_vocab)
+            new_pairs, _ = mutual_nn(Xc, Yc, retrieval=retrieval, max_src=expand_vocab, max_tgt=expand_vocab,
+                                     backend=search_backend)
             pairs = new_pairs if variant == "code" else np.unique(np.vstack([pairs, new_pairs]), axis=0)
             if len(pairs) == 0:
                 raise InvalidInput("InstaMap dictionary became empty after mutual-NN replacement")
@@ -122,4 +220,18 @@ def fit_instamap(
         history.append(record)
         if progress is not None:
             progress("instamap", t + 1, T, dict(record))
+    if return_spaces:
+        return stage, pairs, history, ((Xc, Yc) if exact_spaces else None)
     return stage, pairs, history
+
+
+def _unit_rows(V: np.ndarray, tol: float = 1e-5) -> bool:
+    """Every row of norm 1 (or 0) within ``tol``."""
+    norms = np.linalg.norm(np.asarray(V, np.float32), axis=1)
+    return bool(np.all((np.abs(norms - 1.0) <= tol) | (norms == 0)))
+
+
+def _cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())

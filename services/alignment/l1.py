@@ -64,26 +64,35 @@ __all__ = ["MODES", "L1Result", "holdout_split", "l1_dictionary", "l1_loss", "l1
 ProgressFn = Callable[[str, int, int, dict], None]
 MODES = ("faithful", "flow", "orthogonal")
 
-# Work bound of one refinement, in multiply-adds of its dense products (p × d × d and d × d × d): the cost is a
-# function of the dictionary size p and the dimension d, never of how long a flow wanders. 3e11 is ~15-25 s of
-# float64 GEMM on 2 cores; the reference's own run (VecMap en→fr, p = 2,692, d = 300: 68 steps) needs ~1e11,
-# so it never binds there, while a 20k × 512 encoder space (p ≈ 8k) stops after ~65 field evaluations
-# instead of running for hours (one VODE output step there costs 15-20 evaluations).
-DEFAULT_MAX_WORK = 3e11
+# Work bound of the refinement (issue 18), in multiply-adds of its dense products (p × d × d and d × d × d): the
+# cost is a function of the dictionary size p and the dimension d, never of how long a flow wanders. The default
+# is the documented time bound L1_REFINE_SECONDS converted at L1_MACS_PER_SECOND, the slowest rate the three
+# modes sustain on the 2-core reference machine (measured by benchmarks/scale.py's l1 stage: faithful ~1.6e10
+# MAC/s with its VODE and elementwise overhead at p = 2.7k, d = 300; flow and orthogonal faster). Every product
+# is charged *before* it runs and a product that would overspend is not run, so a refinement never spends more
+# than the budget; with ``rounds`` the budget covers all rounds together. The reference's own run (VecMap
+# en→fr, p = 2,692, d = 300: 68 steps) needs ~1e11, so it never binds there, while a 20k × 512 encoder space
+# (p ≈ 8k) stops after ~40 field evaluations instead of running for hours.
+L1_REFINE_SECONDS = 10.0
+L1_MACS_PER_SECOND = 1.6e10
+DEFAULT_MAX_WORK = L1_REFINE_SECONDS * L1_MACS_PER_SECOND
+
+
+class _BudgetSpent(Exception):
+    """The next product would overspend the work budget."""
 
 
 class _Work:
-    """Multiply-adds spent so far against a budget (None: unbounded)."""
+    """Multiply-adds spent so far against a budget (None: unbounded); ``charge`` before each product."""
 
     def __init__(self, budget: float | None):
-        self.budget, self.spent = budget, 0.0
+        self.budget, self.spent, self.stopped = budget, 0.0, False
 
     def charge(self, macs: float) -> None:
+        if self.budget is not None and self.spent + macs > self.budget:
+            self.stopped = True
+            raise _BudgetSpent
         self.spent += macs
-
-    @property
-    def exhausted(self) -> bool:
-        return self.budget is not None and self.spent >= self.budget
 
 
 @dataclass
@@ -106,6 +115,8 @@ class L1Result:
     n_fit: int = 0
     n_holdout: int = 0
     holdout_history: list[float] = field(default_factory=list)
+    work: float = 0.0  # multiply-adds spent (never above max_work)
+    max_work: float | None = None
 
     def stats(self) -> dict:
         """JSON-able summary (no M, no histories) for mapping stats and benchmarks."""
@@ -114,7 +125,8 @@ class L1Result:
                 "orthogonality_error": self.orthogonality_error, "seconds": self.seconds,
                 "fit_pairs": self.n_fit, "holdout_pairs": self.n_holdout,
                 "fit_loss_initial": self.fit_loss_initial, "fit_loss_final": self.fit_loss_final,
-                "holdout_loss_initial": self.holdout_loss_initial, "holdout_loss_final": self.holdout_loss_final}
+                "holdout_loss_initial": self.holdout_loss_initial, "holdout_loss_final": self.holdout_loss_final,
+                "work": self.work, "max_work": self.max_work}
 
 
 def l1_loss(A: np.ndarray, B: np.ndarray, M: np.ndarray) -> float:
@@ -123,7 +135,8 @@ def l1_loss(A: np.ndarray, B: np.ndarray, M: np.ndarray) -> float:
 
 
 def l1_dictionary(
-    XW: np.ndarray, Y: np.ndarray, *, max_vocab: int = 10000, knn: int = 10, rule: str = "reference"
+    XW: np.ndarray, Y: np.ndarray, *, max_vocab: int = 10000, knn: int = 10, rule: str = "reference",
+    backend: str = "auto",
 ) -> np.ndarray:
     """Mutual CSLS-10 nearest neighbours (S2T & T2S) of the ``max_vocab`` most frequent words (methods.md, "L1 refinement").
 
@@ -134,12 +147,13 @@ def l1_dictionary(
     nearest neighbour lies beyond the cut gives no pair (measured on VecMap-supervised en→fr, 50k words:
     2,692 pairs, as the reference's 2,691). ``rule="restricted"`` first cuts both vocabularies to
     ``max_vocab`` and matches inside them (more pairs, noisier: 4,152 there). Rows are used as given
-    (inner products), as the reference does.
+    (inner products), as the reference does. Cost: one exact sweep of the n × m scores
+    (``retrieval.mutual_nn_fused``, ``backend="auto"``; a named backend runs the four searches of before).
     """
-    from services.alignment.retrieval import csls_topk, knn_mean_similarity, mutual_nn
+    from services.alignment.retrieval import csls_topk, knn_mean_similarity, mutual_nn, mutual_nn_fused
 
     if rule == "restricted":
-        pairs, _ = mutual_nn(XW, Y, retrieval="csls", knn=knn, max_src=max_vocab, max_tgt=max_vocab)
+        pairs, _ = mutual_nn(XW, Y, retrieval="csls", knn=knn, max_src=max_vocab, max_tgt=max_vocab, backend=backend)
         return pairs
     if rule != "reference":
         raise InvalidInput(f"unknown L1 dictionary rule {rule!r}; use 'reference' or 'restricted'",
@@ -147,11 +161,15 @@ def l1_dictionary(
     if len(XW) == 0 or len(Y) == 0:
         return np.zeros((0, 2), dtype=np.int64)
     n_src, n_tgt = min(max_vocab, len(XW)), min(max_vocab, len(Y))
-    r_src = knn_mean_similarity(XW, Y, knn)  # r_T(x) for every source word
-    r_tgt = knn_mean_similarity(Y, XW, knn)  # r_S(y) for every target word
-    _, fwd = csls_topk(XW[:n_src], Y, 1, r_tgt, r_src[:n_src])
-    _, bwd = csls_topk(Y[:n_tgt], XW, 1, r_src, r_tgt[:n_tgt])
-    fwd = fwd[:, 0]
+    if backend == "auto":  # every word's CSLS neighbour (r over the whole vocabularies) from one sweep
+        fwd, bwd, _, _ = mutual_nn_fused(XW, Y, retrieval="csls", knn=knn)
+        fwd, bwd = fwd[:n_src], bwd[:n_tgt, None]
+    else:
+        r_src = knn_mean_similarity(XW, Y, knn, backend=backend)  # r_T(x) for every source word
+        r_tgt = knn_mean_similarity(Y, XW, knn, backend=backend)  # r_S(y) for every target word
+        _, fwd = csls_topk(XW[:n_src], Y, 1, r_tgt, r_src[:n_src], backend=backend)
+        _, bwd = csls_topk(Y[:n_tgt], XW, 1, r_src, r_tgt[:n_tgt], backend=backend)
+        fwd = fwd[:, 0]
     src = np.arange(n_src, dtype=np.int64)
     inside = fwd < n_tgt
     mutual = np.zeros(n_src, dtype=bool)
@@ -203,7 +221,14 @@ def _faithful(A, B, *, alpha, dt, min_improvement, max_orth_error, max_steps, ma
     reason = "max_steps"
     steps = 0
     for step in range(1, max_steps + 1):
-        m_new = solver.integrate(solver.t + dt)
+        try:
+            m_new = solver.integrate(solver.t + dt)
+            work.charge(p * d * d + d ** 3)  # the step's loss (A M) and orthogonality check
+        except (_BudgetSpent, ValueError):  # SciPy reports an exception raised in rhs as a ValueError
+            if not work.stopped:
+                raise
+            reason = "work_budget"
+            break
         if not solver.successful():
             reason = "integrator_failed"
             break
@@ -224,9 +249,6 @@ def _faithful(A, B, *, alpha, dt, min_improvement, max_orth_error, max_steps, ma
             progress("l1", step, max_steps, {"loss": loss})
         if max_seconds is not None and time.perf_counter() - started > max_seconds:
             reason = "time_budget"
-            break
-        if work.exhausted:
-            reason = "work_budget"
             break
     return M, steps, reason, history
 
@@ -254,7 +276,11 @@ def _flow(A, B, *, alpha, dt, stride, min_improvement, max_steps, max_seconds, p
     reason = "max_steps"
     steps = 0
     for step in range(1, n_steps + 1):
-        work.charge(2.0 * p * d * d + 3.0 * d ** 3)  # (AM)ᵀ S, A M_new; the Cayley solve and M @ C
+        try:
+            work.charge(2.0 * p * d * d + 3.0 * d ** 3)  # (AM)ᵀ S, A M_new; the Cayley solve and M @ C
+        except _BudgetSpent:
+            reason = "work_budget"
+            break
         MtG = (AM.T @ _flow_field(R, alpha)).astype(np.float64)
         M_new = M @ _cayley(0.5 * (MtG - MtG.T), h)
         if step % 500 == 0:
@@ -274,9 +300,6 @@ def _flow(A, B, *, alpha, dt, stride, min_improvement, max_steps, max_seconds, p
             progress("l1", step, n_steps, {"loss": loss})
         if max_seconds is not None and time.perf_counter() - started > max_seconds:
             reason = "time_budget"
-            break
-        if work.exhausted:
-            reason = "work_budget"
             break
     return M, steps, reason, history
 
@@ -333,7 +356,11 @@ def _orthogonal(A, B, *, max_steps, max_seconds, mu_start, mu_min, progress, wor
     steps = 0
     stall_f = f
     for step in range(1, max_steps + 1):
-        work.charge(p * d * d + d ** 3)  # the gradient Aᵀ(...) and Mᵀ G
+        try:
+            work.charge(p * d * d + d ** 3)  # the gradient Aᵀ(...) and Mᵀ G
+        except _BudgetSpent:
+            reason = "work_budget"
+            break
         G = A.T @ (R / np.sqrt(R * R + mu * mu))
         MtG = M.T @ G
         Omega = MtG - MtG.T
@@ -345,7 +372,10 @@ def _orthogonal(A, B, *, max_steps, max_seconds, mu_start, mu_min, progress, wor
             eta = 1e-3 / np.sqrt(gnorm2)
         accepted = False
         for _ in range(30):
-            work.charge(p * d * d + 3.0 * d ** 3)  # the Cayley factor, M @ C, A M_try
+            try:
+                work.charge(p * d * d + 3.0 * d ** 3)  # the Cayley factor, M @ C, A M_try
+            except _BudgetSpent:
+                break
             M_try = M @ _cayley(Omega, eta)
             R_try = A @ M_try - B
             f_try = smooth(R_try, mu)
@@ -353,18 +383,29 @@ def _orthogonal(A, B, *, max_steps, max_seconds, mu_start, mu_min, progress, wor
                 accepted = True
                 break
             eta *= 0.5
+        if work.stopped and not accepted:
+            reason = "work_budget"
+            break
         if accepted:
             M, R, f = M_try, R_try, f_try
             eta *= 1.6
             if step % 50 == 0:
-                M = _polar(M)
-                R = A @ M - B
-                f = smooth(R, mu)
+                try:
+                    work.charge(p * d * d + 2.0 * d ** 3)  # the polar re-projection and A M
+                    M = _polar(M)
+                    R = A @ M - B
+                    f = smooth(R, mu)
+                except _BudgetSpent:
+                    pass  # M stays as the Cayley steps left it (orthogonal to rounding)
             true = float(np.abs(R).sum())
+            score = true
             if early:
-                ho = l1_loss(A_ho, B_ho, M)
-            score = ho if early else true
-            if score < best_loss:
+                try:
+                    work.charge(len(A_ho) * d * d)  # the held-out loss
+                    ho = score = l1_loss(A_ho, B_ho, M)
+                except _BudgetSpent:
+                    score = None  # an M that cannot be validated is never returned
+            if score is not None and score < best_loss:
                 best_M, best_loss, best_step = M.copy(), score, step
         steps = step
         history.append(true)
@@ -386,11 +427,11 @@ def _orthogonal(A, B, *, max_steps, max_seconds, mu_start, mu_min, progress, wor
         if progress is not None:
             info = {"loss": true, "mu": mu, **({"holdout_loss": ho} if early else {})}
             progress("l1", step, max_steps, info)
+        if work.stopped:
+            reason = "work_budget"
+            break
         if max_seconds is not None and time.perf_counter() - started > max_seconds:
             reason = "time_budget"
-            break
-        if work.exhausted:
-            reason = "work_budget"
             break
     return best_M, steps, reason, history, best_step, ho_history
 
@@ -425,8 +466,10 @@ def l1_refine(
     rule, ``stride`` output steps per Cayley step.
     ``loss_initial``/``loss_final`` are always the l1 loss of the whole dictionary (at I and at the returned M).
     ``max_work`` bounds every mode's cost in multiply-adds (see :data:`DEFAULT_MAX_WORK`; None: unbounded):
-    when it is spent the run stops with ``stop_reason="work_budget"`` and the M reached so far (every mode only
-    accepts steps that lower its loss, so the l1 loss is never above the start's).
+    a product that would overspend it is not run, the run stops with ``stop_reason="work_budget"`` and the M
+    reached so far (every mode only accepts steps that lower its loss, so the l1 loss is never above the
+    start's); ``work`` reports what was spent (≤ ``max_work``), plus a fixed few p × d × d products outside
+    the budget for the reported losses.
     """
     if mode not in MODES:
         raise InvalidInput(f"unknown L1 mode {mode!r}; use one of {list(MODES)}", detail={"field": "mode"})
@@ -444,6 +487,7 @@ def l1_refine(
         raise InvalidInput(f"L1 max_work must be > 0 (or null for no bound), got {max_work}",
                            detail={"field": "max_work"})
     work = _Work(None if max_work is None else float(max_work))
+    budget = None if max_work is None else float(max_work)
     started = time.perf_counter()
     I = np.eye(A.shape[1])
     initial = l1_loss(A, B, I)
@@ -456,7 +500,7 @@ def l1_refine(
             M, steps, reason, history = _flow(A, B, stride=int(stride), **flow_args)
         return L1Result(M, initial, l1_loss(A, B, M), steps, reason, orthogonality_error(M),
                         time.perf_counter() - started, history, best_step=steps, fit_loss_initial=initial,
-                        fit_loss_final=l1_loss(A, B, M), n_fit=len(A))
+                        fit_loss_final=l1_loss(A, B, M), n_fit=len(A), work=work.spent, max_work=budget)
     fit, held = holdout_split(len(A), float(holdout), int(holdout_seed))
     A_fit, B_fit = A[fit], B[fit]
     A_ho, B_ho = (A[held], B[held]) if len(held) else (None, None)
@@ -468,4 +512,5 @@ def l1_refine(
                     fit_loss_final=l1_loss(A_fit, B_fit, M),
                     holdout_loss_initial=l1_loss(A_ho, B_ho, I) if A_ho is not None else None,
                     holdout_loss_final=l1_loss(A_ho, B_ho, M) if A_ho is not None else None,
-                    n_fit=len(fit), n_holdout=len(held), holdout_history=ho_history)
+                    n_fit=len(fit), n_holdout=len(held), holdout_history=ho_history, work=work.spent,
+                    max_work=budget)

@@ -135,7 +135,16 @@ class InstaMapStage:
     tgt_step: float = 1.0
     renormalize: bool = True
     clip_negative: bool = False
+    # "fast": instamap.anchor_shift (same K nearest entries, unique anchors, blocks); "reference": instamap_shift.
+    engine: str = "reference"
     kind: str = field(default="instamap", init=False)
+
+    def _shift(self, V: np.ndarray, anchors: np.ndarray, deltas: np.ndarray) -> np.ndarray:
+        if self.engine == "fast":
+            from services.alignment.instamap import anchor_shift
+
+            return anchor_shift(V, anchors, deltas, self.K, clip_negative=self.clip_negative)
+        return instamap_shift(V, anchors, deltas, self.K, clip_negative=self.clip_negative)
 
     def _project(self, V: np.ndarray, mean: np.ndarray | None, proj: np.ndarray | None) -> np.ndarray:
         if proj is None:
@@ -146,13 +155,13 @@ class InstaMapStage:
         X = self._project(np.asarray(X, np.float32), it.src_mean, it.src_proj)
         X = (X @ it.W_R.astype(np.float32)).astype(np.float32)
         if self.src_step:
-            X = X + self.src_step * instamap_shift(X, it.src_anchors, it.deltas, self.K, clip_negative=self.clip_negative)
+            X = X + self.src_step * self._shift(X, it.src_anchors, it.deltas)
         return _unit(X) if self.renormalize else X
 
     def target_step(self, Y: np.ndarray, it: InstaMapIteration) -> np.ndarray:
         Y = self._project(np.asarray(Y, np.float32), it.tgt_mean, it.tgt_proj)
         if self.tgt_step:
-            Y = Y - self.tgt_step * instamap_shift(Y, it.tgt_anchors, it.deltas, self.K, clip_negative=self.clip_negative)
+            Y = Y - self.tgt_step * self._shift(Y, it.tgt_anchors, it.deltas)
         return _unit(Y) if self.renormalize else Y
 
     def transform_source(self, X: np.ndarray) -> np.ndarray:
@@ -176,7 +185,7 @@ class InstaMapStage:
 
     def meta(self) -> dict[str, Any]:
         return {"K": self.K, "src_step": self.src_step, "tgt_step": self.tgt_step, "renormalize": self.renormalize,
-                "clip_negative": self.clip_negative, "n_iterations": len(self.iterations)}
+                "clip_negative": self.clip_negative, "n_iterations": len(self.iterations), "engine": self.engine}
 
     @classmethod
     def from_saved(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> InstaMapStage:
@@ -186,7 +195,8 @@ class InstaMapStage:
                   ("W_R", "src_anchors", "tgt_anchors", "deltas", "src_mean", "src_proj", "tgt_mean", "tgt_proj")}
             iterations.append(InstaMapIteration(**kw))
         return cls(iterations, K=int(meta["K"]), src_step=float(meta["src_step"]), tgt_step=float(meta["tgt_step"]),
-                   renormalize=bool(meta["renormalize"]), clip_negative=bool(meta["clip_negative"]))
+                   renormalize=bool(meta["renormalize"]), clip_negative=bool(meta["clip_negative"]),
+                   engine=str(meta.get("engine", "reference")))  # files from before engines: the reference shift
 
 
 _STAGE_TYPES = {"linear": LinearStage, "linear2": TwoSidedLinearStage, "instamap": InstaMapStage}

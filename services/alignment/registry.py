@@ -33,6 +33,9 @@ class StageFit:
     validation_losses: list[float] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
     pairs_used: int = 0
+    # The stage's own fitted (source, target) spaces when it computed them (equal to its transforms):
+    # align() then skips transforming both vocabularies again.
+    spaces: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass
@@ -132,12 +135,23 @@ def _fit_instamap(X, Y, seeds, opts, progress) -> StageFit:
     from services.alignment.instamap import fit_instamap
 
     seeds = _require_seeds("instamap", seeds)
-    stage, pairs, history = fit_instamap(X, Y, seeds, K=int(opts["K"]), T=opts["T"], variant=opts["variant"],
-                                         src_step=opts["src_step"], tgt_step=opts["tgt_step"],
-                                         expand=bool(opts["expand"]), expand_vocab=opts["expand_vocab"], progress=progress)
+    stage, pairs, history, spaces = fit_instamap(
+        X, Y, seeds, K=int(opts["K"]), T=opts["T"], variant=opts["variant"], src_step=opts["src_step"],
+        tgt_step=opts["tgt_step"], expand=bool(opts["expand"]), expand_vocab=opts["expand_vocab"],
+        engine=opts["engine"], return_spaces=True, progress=progress)
     return StageFit([stage], pairs, stats={"seed_pairs": len(seeds), "final_pairs": len(pairs), "variant": opts["variant"],
-                                           "src_step": stage.src_step, "tgt_step": stage.tgt_step, "history": history},
-                    pairs_used=len(pairs))
+                                           "engine": opts["engine"], "src_step": stage.src_step,
+                                           "tgt_step": stage.tgt_step, "history": history},
+                    pairs_used=len(pairs), spaces=spaces)
+
+
+def _check_instamap(opts: dict) -> None:
+    from services.alignment.instamap import ENGINES
+
+    for key, allowed in (("variant", ("paper", "code")), ("engine", ENGINES)):
+        if opts[key] not in allowed:
+            raise InvalidInput(f"unknown InstaMap {key} {opts[key]!r}; use one of {list(allowed)}",
+                               detail={"field": f"options.{key}", "known": list(allowed)})
 
 
 def _check_l1(opts: dict) -> None:
@@ -162,9 +176,13 @@ def _fit_l1(X, Y, seeds, opts, progress) -> StageFit:
     from services.alignment.procrustes import orthogonality_error
 
     rounds = opts["rounds"]  # values checked by _check_l1 when the options were resolved
+    budget = None if opts["max_work"] is None else float(opts["max_work"])  # for all rounds together
     M = np.eye(X.shape[1])
     XM, pairs, results, per_round = X, None, [], []
+    spent = 0.0
     for round_ in range(rounds):
+        if budget is not None and spent >= budget:
+            break  # no work left for another round (the last one stopped with work_budget)
         new_pairs = l1_dictionary(XM, Y, max_vocab=int(opts["max_vocab"]), knn=int(opts["knn"]), rule=opts["dictionary"])
         if len(new_pairs) == 0:
             if round_ == 0:
@@ -178,8 +196,9 @@ def _fit_l1(X, Y, seeds, opts, progress) -> StageFit:
         res = l1_refine(XM[pairs[:, 0]], Y[pairs[:, 1]], mode=opts["mode"], max_steps=opts["max_steps"],
                         max_seconds=opts["max_seconds"], holdout=float(opts["holdout"]), patience=int(opts["patience"]),
                         holdout_seed=int(opts["holdout_seed"]), stride=int(opts["stride"]),
-                        max_work=None if opts["max_work"] is None else float(opts["max_work"]),
+                        max_work=None if budget is None else budget - spent,
                         mu_start=None if opts["mu_start"] is None else float(opts["mu_start"]), progress=progress)
+        spent += res.work
         M = M @ res.M
         XM = X @ M.astype(X.dtype, copy=False)
         results.append(res)
@@ -192,7 +211,7 @@ def _fit_l1(X, Y, seeds, opts, progress) -> StageFit:
              "first_pairs": len(first_pairs), "loss_initial": first.loss_initial, "loss_final": l1_loss(A0, B0, M),
              "steps": sum(r.steps for r in results), "orthogonality_error": orthogonality_error(M),
              "seconds": sum(r.seconds for r in results), "rounds": len(results), "round_stats": per_round,
-             "max_work": opts["max_work"]}
+             "max_work": opts["max_work"], "work": spent}
     if opts["mode"] == "orthogonal":
         stats.update({"holdout": float(opts["holdout"]), "patience": int(opts["patience"]), "mu_start": opts["mu_start"],
                       "early_stopping": last.n_holdout > 0})
@@ -221,7 +240,9 @@ ALIGNERS: dict[str, Aligner] = {
     "instamap": Aligner("instamap", _fit_instamap, {
         # None: the variant's default (methods.md "InstaMap"; see services.alignment.instamap).
         "K": 70, "T": None, "variant": "paper", "src_step": None, "tgt_step": None, "expand": True, "expand_vocab": None,
-    }, description="InstaMap: Kabsch + per-word translation vectors"),
+        # "fast" (unique anchors, blocked exact scores, one-sweep expansion) or "reference" (the first implementation)
+        "engine": "fast",
+    }, check=_check_instamap, description="InstaMap: Kabsch + per-word translation vectors"),
     # Default: the paper's flow. Measured (benchmarks/bli.py, 6 inputs, en→fr/en→de) it never moved CSLS P@1
     # by more than 0.4 either way, while the orthogonal modes (lower l1 loss, +1 NN P@1 on VecMap/Procrustes;
     # mode=flow +1.0 CSLS on VecMap en→fr) cost 1.1–1.9 CSLS points on WALIP outputs; they are one option away.
@@ -234,7 +255,8 @@ ALIGNERS: dict[str, Aligner] = {
                                   # mode=flow: reference output steps per Cayley step (1: the reference's step;
                                   # 20 ends within 0.15 % of it, measured on Procrustes en→fr)
                                   "stride": 20,
-                                  # multiply-adds one refinement may spend (l1.DEFAULT_MAX_WORK); null: unbounded
+                                  # multiply-adds the refinement may spend, all rounds together (l1.DEFAULT_MAX_WORK:
+                                  # L1_REFINE_SECONDS on 2 cores); null: unbounded
                                   "max_work": DEFAULT_MAX_WORK},
                   needs_seeds=False, check=_check_l1,
                   description="L1 refinement on mutual CSLS pairs (the paper's flow; mode=flow: the same flow with "
@@ -329,9 +351,12 @@ def align(
     pairs_used = 0
     for name, opts in zip(names, stage_opts):
         fit = ALIGNERS[name].fit(X, Y, pairs, opts, progress)
-        for stage in fit.stages:
-            X = stage.transform_source(X)
-            Y = stage.transform_target(Y)
+        if fit.spaces is not None:
+            X, Y = fit.spaces
+        else:
+            for stage in fit.stages:
+                X = stage.transform_source(X)
+                Y = stage.transform_target(Y)
         all_stages.extend(fit.stages)
         losses.extend(float(v) for v in fit.validation_losses)
         stage_stats.append({"method": name, **fit.stats})
