@@ -183,39 +183,24 @@ def tangent_projection(M: np.ndarray, G: np.ndarray) -> np.ndarray:
     return 0.5 * M @ (MtG - MtG.T) + G - M @ (M.T @ G)
 
 
-def _flow_field(R: np.ndarray, alpha: float) -> np.ndarray:
-    """tanh Z + Z ⊙ sech² Z at Z = α R, as the reference's gradient weights, in R's dtype.
-
-    Where |Z| ≥ 20, tanh Z rounds to ±1 and Z sech² Z < 1e-15 (float64; exactly 0 in float32), so only
-    the few small residuals need the transcendental functions (with α = 1e8: residuals below 2e-7).
-    """
-    S = np.sign(R)
-    small = np.abs(R) < 20.0 / alpha
-    if small.any():
-        Z = alpha * R[small]
-        t = np.tanh(Z)
-        S[small] = t + Z * (1.0 - t * t)
-    return S
-
-
-def _smoothed_sign_gradient(A: np.ndarray, B: np.ndarray, M: np.ndarray, alpha: float) -> np.ndarray:
-    return A.T @ _flow_field(A @ M - B, alpha)
-
-
-def _faithful(A, B, *, alpha, dt, min_improvement, max_orth_error, max_steps, max_seconds, progress, work):
+def _faithful(A, B, *, alpha, dt, min_improvement, max_orth_error, max_steps, max_seconds, progress, work, xo):
     from scipy.integrate import ode
 
     p, d = A.shape
 
+    def loss_at(M):
+        return xo.abs_sum(A @ xo.put(M) - B)
+
     def rhs(_t, m):
         work.charge(2.0 * p * d * d + 3.0 * d ** 3)  # A M, Aᵀ S, the projection's three d × d × d products
         M = m.reshape(d, d)
-        return -tangent_projection(M, _smoothed_sign_gradient(A, B, M, alpha)).ravel()
+        G = xo.get(A.T @ xo.sign_field(A @ xo.put(M) - B, alpha))  # ∇ = Aᵀ(tanh Z + Z sech² Z), where A lives
+        return -tangent_projection(M, G).ravel()
 
     solver = ode(rhs).set_integrator("vode", method="bdf", order=15, rtol=1e-5, atol=1e-7, with_jacobian=False)
     M = np.eye(d)
     solver.set_initial_value(M.ravel(), 0.0)
-    loss = l1_loss(A, B, M)
+    loss = loss_at(M)
     history = [loss]
     started = time.perf_counter()
     reason = "max_steps"
@@ -236,7 +221,7 @@ def _faithful(A, B, *, alpha, dt, min_improvement, max_orth_error, max_steps, ma
         if orthogonality_error(M_new) > max_orth_error:
             reason = "orthogonality_drift"
             break
-        new_loss = l1_loss(A, B, M_new)
+        new_loss = loss_at(M_new)
         if loss - new_loss < min_improvement:
             reason = "no_improvement" if new_loss <= loss else "loss_increased"
             if new_loss < loss:  # accepted: it improved, just by too little to go on
@@ -253,7 +238,7 @@ def _faithful(A, B, *, alpha, dt, min_improvement, max_orth_error, max_steps, ma
     return M, steps, reason, history
 
 
-def _flow(A, B, *, alpha, dt, stride, min_improvement, max_steps, max_seconds, progress, work):
+def _flow(A, B, *, alpha, dt, stride, min_improvement, max_steps, max_seconds, progress, work, xo):
     """The reference's flow dM/dt = −π(∇), integrated with Cayley steps that keep M orthogonal (mode="flow").
 
     On O(d) the tangent projection is π(∇) = M skew(Mᵀ∇) and Mᵀ∇ = (A M)ᵀ S with S the smoothed signs, so a
@@ -263,11 +248,11 @@ def _flow(A, B, *, alpha, dt, stride, min_improvement, max_steps, max_seconds, p
     ``max_steps · dt``. Products run in float32 (M, the loss sums and the Cayley factors in float64).
     """
     p, d = A.shape
-    A32, B32 = np.ascontiguousarray(A, np.float32), np.ascontiguousarray(B, np.float32)
+    A32, B32 = xo.to(A, np.float32), xo.to(B, np.float32)
     M = np.eye(d)
-    AM = A32.copy()
+    AM = A32  # A M at M = I (never modified in place)
     R = AM - B32
-    loss = float(np.abs(R).sum(dtype=np.float64))
+    loss = xo.abs_sum(R)
     history = [loss]
     n_steps = max(1, max_steps // stride)
     h = stride * dt
@@ -281,13 +266,13 @@ def _flow(A, B, *, alpha, dt, stride, min_improvement, max_steps, max_seconds, p
         except _BudgetSpent:
             reason = "work_budget"
             break
-        MtG = (AM.T @ _flow_field(R, alpha)).astype(np.float64)
+        MtG = xo.get(AM.T @ xo.sign_field(R, alpha))
         M_new = M @ _cayley(0.5 * (MtG - MtG.T), h)
         if step % 500 == 0:
             M_new = _polar(M_new)  # rounding only: Cayley factors are orthogonal to ~1e-16 each
-        AM_new = A32 @ M_new.astype(np.float32)
+        AM_new = A32 @ xo.put(M_new, np.float32)
         R_new = AM_new - B32
-        new_loss = float(np.abs(R_new).sum(dtype=np.float64))
+        new_loss = xo.abs_sum(R_new)
         if loss - new_loss < threshold:
             reason = "no_improvement" if new_loss <= loss else "loss_increased"
             if new_loss < loss:
@@ -328,7 +313,7 @@ def holdout_split(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, n
     return np.sort(perm[n_holdout:]), np.sort(perm[:n_holdout])
 
 
-def _orthogonal(A, B, *, max_steps, max_seconds, mu_start, mu_min, progress, work, A_ho=None, B_ho=None,
+def _orthogonal(A, B, *, max_steps, max_seconds, mu_start, mu_min, progress, work, xo, A_ho=None, B_ho=None,
                 patience=10):
     """Cayley descent on (A, B); with (A_ho, B_ho) keeps the best M by held-out l1 and stops after ``patience``
     steps without held-out improvement, else keeps the best M by the l1 loss of (A, B).
@@ -338,16 +323,14 @@ def _orthogonal(A, B, *, max_steps, max_seconds, mu_start, mu_min, progress, wor
     p, d = A.shape
     M = np.eye(d)
     R = A - B
-    true = float(np.abs(R).sum())
+    true = xo.abs_sum(R)
     early = A_ho is not None and len(A_ho) > 0
-    ho = float(np.abs(A_ho - B_ho).sum()) if early else None
+    ho = xo.abs_sum(A_ho - B_ho) if early else None
     best_M, best_loss, best_step = M.copy(), (ho if early else true), 0
     history = [true]
     ho_history = [ho] if early else []
-    mu = mu_start if mu_start is not None else max(float(np.median(np.abs(R))) * 0.5, 1e-6)
-
-    def smooth(Rm, mu_):
-        return float(np.sqrt(Rm * Rm + mu_ * mu_).sum())
+    mu = mu_start if mu_start is not None else max(xo.median_abs(R) * 0.5, 1e-6)
+    smooth = xo.smooth_sum
 
     f = smooth(R, mu)
     eta = None
@@ -361,7 +344,7 @@ def _orthogonal(A, B, *, max_steps, max_seconds, mu_start, mu_min, progress, wor
         except _BudgetSpent:
             reason = "work_budget"
             break
-        G = A.T @ (R / np.sqrt(R * R + mu * mu))
+        G = xo.get(A.T @ xo.smooth_weights(R, mu))
         MtG = M.T @ G
         Omega = MtG - MtG.T
         gnorm2 = float((Omega * Omega).sum())
@@ -377,7 +360,7 @@ def _orthogonal(A, B, *, max_steps, max_seconds, mu_start, mu_min, progress, wor
             except _BudgetSpent:
                 break
             M_try = M @ _cayley(Omega, eta)
-            R_try = A @ M_try - B
+            R_try = A @ xo.put(M_try) - B
             f_try = smooth(R_try, mu)
             if f_try <= f - 1e-4 * eta * 0.5 * gnorm2:
                 accepted = True
@@ -393,16 +376,16 @@ def _orthogonal(A, B, *, max_steps, max_seconds, mu_start, mu_min, progress, wor
                 try:
                     work.charge(p * d * d + 2.0 * d ** 3)  # the polar re-projection and A M
                     M = _polar(M)
-                    R = A @ M - B
+                    R = A @ xo.put(M) - B
                     f = smooth(R, mu)
                 except _BudgetSpent:
                     pass  # M stays as the Cayley steps left it (orthogonal to rounding)
-            true = float(np.abs(R).sum())
+            true = xo.abs_sum(R)
             score = true
             if early:
                 try:
                     work.charge(len(A_ho) * d * d)  # the held-out loss
-                    ho = score = l1_loss(A_ho, B_ho, M)
+                    ho = score = xo.abs_sum(A_ho @ xo.put(M) - B_ho)
                 except _BudgetSpent:
                     score = None  # an M that cannot be validated is never returned
             if score is not None and score < best_loss:
@@ -454,6 +437,7 @@ def l1_refine(
     holdout_seed: int = 0,
     stride: int = 20,
     max_work: float | None = DEFAULT_MAX_WORK,
+    backend: str = "auto",
     progress: ProgressFn | None = None,
 ) -> L1Result:
     """Orthogonal M minimising ‖A M − B‖₁ from M₀ = I: the reference flow, the flow on O(d), or Cayley descent (methods.md, "L1 refinement").
@@ -469,8 +453,11 @@ def l1_refine(
     a product that would overspend it is not run, the run stops with ``stop_reason="work_budget"`` and the M
     reached so far (every mode only accepts steps that lower its loss, so the l1 loss is never above the
     start's); ``work`` reports what was spent (≤ ``max_work``), plus a fixed few p × d × d products outside
-    the budget for the reported losses.
+    the budget for the reported losses. ``backend`` (services.alignment.dense_ops): where the p × d arrays
+    live and their products run — ``"auto"`` torch on CUDA when a device exists, else numpy.
     """
+    from services.alignment.dense_ops import ops
+
     if mode not in MODES:
         raise InvalidInput(f"unknown L1 mode {mode!r}; use one of {list(MODES)}", detail={"field": "mode"})
     A = np.asarray(A, np.float64)
@@ -486,6 +473,7 @@ def l1_refine(
     if max_work is not None and not float(max_work) > 0:
         raise InvalidInput(f"L1 max_work must be > 0 (or null for no bound), got {max_work}",
                            detail={"field": "max_work"})
+    xo = ops(backend)
     work = _Work(None if max_work is None else float(max_work))
     budget = None if max_work is None else float(max_work)
     started = time.perf_counter()
@@ -493,11 +481,11 @@ def l1_refine(
     initial = l1_loss(A, B, I)
     if mode in ("faithful", "flow"):
         flow_args = dict(alpha=alpha, dt=dt, min_improvement=min_improvement, max_steps=max_steps or 5000,
-                         max_seconds=max_seconds, progress=progress, work=work)
+                         max_seconds=max_seconds, progress=progress, work=work, xo=xo)
         if mode == "faithful":
-            M, steps, reason, history = _faithful(A, B, max_orth_error=max_orth_error, **flow_args)
+            M, steps, reason, history = _faithful(xo.put(A), xo.put(B), max_orth_error=max_orth_error, **flow_args)
         else:
-            M, steps, reason, history = _flow(A, B, stride=int(stride), **flow_args)
+            M, steps, reason, history = _flow(xo.put(A), xo.put(B), stride=int(stride), **flow_args)
         return L1Result(M, initial, l1_loss(A, B, M), steps, reason, orthogonality_error(M),
                         time.perf_counter() - started, history, best_step=steps, fit_loss_initial=initial,
                         fit_loss_final=l1_loss(A, B, M), n_fit=len(A), work=work.spent, max_work=budget)
@@ -505,8 +493,9 @@ def l1_refine(
     A_fit, B_fit = A[fit], B[fit]
     A_ho, B_ho = (A[held], B[held]) if len(held) else (None, None)
     M, steps, reason, history, best_step, ho_history = _orthogonal(
-        A_fit, B_fit, max_steps=max_steps or 2000, max_seconds=max_seconds, mu_start=mu_start, mu_min=mu_min,
-        progress=progress, work=work, A_ho=A_ho, B_ho=B_ho, patience=int(patience))
+        xo.put(A_fit), xo.put(B_fit), max_steps=max_steps or 2000, max_seconds=max_seconds, mu_start=mu_start,
+        mu_min=mu_min, progress=progress, work=work, xo=xo, A_ho=None if A_ho is None else xo.put(A_ho),
+        B_ho=None if B_ho is None else xo.put(B_ho), patience=int(patience))
     return L1Result(M, initial, l1_loss(A, B, M), steps, reason, orthogonality_error(M), time.perf_counter() - started,
                     history, best_step=best_step, fit_loss_initial=l1_loss(A_fit, B_fit, I),
                     fit_loss_final=l1_loss(A_fit, B_fit, M),

@@ -69,3 +69,15 @@ def test_rounds_share_one_budget_in_the_pipeline():
     stats = align(src, tgt, "l1", options={"l1": {**options["l1"], "max_work": budget}}).mapping.stats["stages"][0]
     assert stats["work"] <= budget < free["work"]
     assert stats["stop_reason"] == "work_budget" and stats["loss_final"] <= stats["loss_initial"]
+
+
+@pytest.mark.parametrize("mode", ["faithful", "flow", "orthogonal"])
+def test_torch_backend_is_the_numpy_refinement(mode):
+    """The GPU path (torch; here on CPU) runs the same solver: same steps, stop reason, work and M."""
+    A, B = _far_pairs(n=300, d=10, seed=5)
+    kw = dict(mode=mode, holdout=0.2, max_steps=30, stride=2, max_work=None)
+    ref = l1_refine(A, B, backend="numpy", **kw)
+    got = l1_refine(A, B, backend="torch", **kw)
+    assert (got.steps, got.stop_reason, got.work) == (ref.steps, ref.stop_reason, ref.work)
+    np.testing.assert_allclose(got.M, ref.M, atol=1e-6)
+    assert got.loss_final == pytest.approx(ref.loss_final, rel=1e-6)
