@@ -222,8 +222,7 @@ def test_fingerprints_side_by_side(open_page, console_server):
     p = open_page("/#fingerprints")
     page = p.page
     wait_ready(page)
-    trained = console_server["clip"] == "trained"
-    a, b = ("red", "rouge") if trained else ("dog", "chien")
+    a, b = ("red", "rouge") if console_server["clip"] == "trained" else ("dog", "chien")
     page.fill("#fp-word-a", a)
     page.fill("#fp-lang-a", "en")
     page.fill("#fp-word-b", b)
@@ -232,19 +231,30 @@ def test_fingerprints_side_by_side(open_page, console_server):
     page.click("#fp-form button[type=submit]")
     for side in ("a", "b"):
         expect_text(page, f".fp-column[data-side={side}] .verdict", r"visual word")
-        assert page.locator(f".fp-column[data-side={side}] .image-item").count() == 6
     page.wait_for_function("[...document.querySelectorAll('.fp-column img')].length === 12 && "
                            "[...document.querySelectorAll('.fp-column img')].every(i => i.complete && i.naturalWidth > 0)",
                            timeout=TIMEOUT_MS)
-    expect_text(page, "#fp-results .meta", r"of the top 6 photos are shared")
-    names = page.eval_on_selector_all(".fp-column[data-side=a] .image-item", "els => els.map(e => e.dataset.key)")
-    if trained:  # photo i of the captioned set is colour i % 12; red is colour 0
-        assert int(re.search(r"(\d+)", names[0]).group(1)) % 12 == 0, names
+    # the grids show what the API answers, in its order, with the shared photos marked and counted
+    api = {w: httpx.get(console_server["base"] + "/v1/fingerprints", params={"word": w, "lang": lang, "top": 6}).json()
+           for w, lang in ((a, "en"), (b, "fr"))}
+    shown = {w: page.eval_on_selector_all(f".fp-column[data-side={side}] .image-item", "els => els.map(e => e.dataset.key)")
+             for w, side in ((a, "a"), (b, "b"))}
+    for w in (a, b):
+        assert shown[w] == [m["name"] for m in api[w]["images"]]
+        verdict = page.get_attribute(f".fp-column[data-side={'a' if w == a else 'b'}] .verdict", "data-visual")
+        assert verdict == str(api[w]["is_visual"]).lower()
+    shared = set(shown[a]) & set(shown[b])
+    expect_text(page, "#fp-results .meta", rf"^{len(shared)} of the top 6 photos are shared")
+    marked = page.eval_on_selector_all(".fp-column[data-side=a] .image-item.highlight", "els => els.map(e => e.dataset.key)")
+    assert set(marked) == shared
+    assert api[b]["reused_from"] == "en"
+    expect_text(page, ".fp-column[data-side=b]", r"borrows the en text tower")
     p.shot("pair")
-    # a word the encoder cannot take: the error is shown in its column
+    # a word the service refuses: the error is shown in its column, the other column still answers
     page.fill("#fp-word-b", "x" * 101)
     page.click("#fp-form button[type=submit]")
-    expect_text(page, ".fp-column[data-side=b] .error", r"longer than|422")
+    expect_text(page, ".fp-column[data-side=b] .error", r"422")
+    assert page.locator(".fp-column[data-side=a] .image-item").count() == 6
 
 
 def test_gallery_upload_and_search_by_text_and_photo(open_page, console_server):

@@ -5,7 +5,7 @@ import {initJobs} from './jobs.js';
 import {refreshSpaces} from './spaces.js';
 import {startStatus} from './status.js';
 import {initTranslate} from './translate.js';
-import {$} from './util.js';
+import {$, announce} from './util.js';
 
 const TABS = ['translate', 'jobs', 'fingerprints', 'galleries'];
 
@@ -47,8 +47,21 @@ function initTabs() {
 }
 
 function loadSpaces() {
-  refreshSpaces().catch(() => setTimeout(loadSpaces, 2000)); // 503 while loading: /readyz shows why
+  refreshSpaces().catch((err) => {
+    if (err.status === 401 || err.status === 403) return; // reads need a key: the key panel opens (below)
+    setTimeout(loadSpaces, 2000); // 503 while loading: /readyz shows why
+  });
 }
+
+// A server that wants a key for reads (VISLEX_AUTH_READS): ask for it once, and reload once it is given.
+let askedForKey = false;
+window.addEventListener('vislex:auth', (ev) => {
+  if (askedForKey) return;
+  askedForKey = true;
+  announce(ev.detail.status === 401 ? 'This server needs an API key: enter it under “API key”.' : 'The API key is not accepted.', 'error');
+  window.dispatchEvent(new Event('vislex:ask-key'));
+});
+window.addEventListener('vislex:key', () => { askedForKey = false; loadSpaces(); });
 
 initTabs();
 startStatus();

@@ -1,13 +1,14 @@
 // Image grids (fingerprints and gallery results): a figure per image with its rank, name and score bar.
 import {objectUrl} from './api.js';
-import {barScale, h, scoreBar} from './util.js';
+import {h, scoreBar} from './util.js';
 
 /**
  * items: [{key, label, score, src (async () => url | null), badges: [...], extra}], in rank order.
  * Pictures load after the grid is shown; a missing picture leaves the name in its place.
  */
 export function imageGrid(items, label) {
-  const scale = barScale(items.map((i) => i.score));
+  // Cosine similarities: the bar is the score itself (0..1), so close scores look close.
+  const scale = (s) => (Number.isFinite(s) ? Math.max(0, Math.min(1, s)) : 0);
   const grid = h('ol', {class: 'image-grid', 'aria-label': label});
   for (const [rank, item] of items.entries()) {
     const frame = h('div', {class: 'thumb', 'aria-hidden': 'true'}, h('span', {class: 'thumb-missing'}, item.label));
