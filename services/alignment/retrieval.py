@@ -48,6 +48,8 @@ FUSED_BLOCK_ELEMENTS = 1 << 22
 FUSED_MIN_ROWS = 256
 # Column candidates kept by the fused CSLS sweep (at least K of CSLS).
 CSLS_COL_CANDIDATES = 16
+# Tests set this to run the CUDA code path (torch products) on CPU tensors.
+TORCH_BLOCKS_ON_CPU = False
 # Candidates per source row kept by the fused CSLS sweep (a row whose CSLS best is not certified among them,
 # see mutual_nn_fused, is searched again exactly).
 CSLS_ROW_CANDIDATES = 32
@@ -292,7 +294,7 @@ def score_blocks(Q: np.ndarray, T: np.ndarray, *, device="auto", block_elements:
     if n == 0:
         return
     rows = max(1, min(n, max(FUSED_MIN_ROWS, block_elements // max(m, 1))))
-    if dev.type == "cpu":
+    if dev.type == "cpu" and not TORCH_BLOCKS_ON_CPU:
         Q32, T32 = _as_f32(Q), _as_f32(T)
         buffer = np.empty((rows, m), dtype=np.float32)
         for start in range(0, n, rows):

@@ -62,3 +62,14 @@ def test_score_blocks_cover_every_row_exactly():
         np.testing.assert_allclose(S.numpy(), Q[start : start + len(S)] @ T.T, rtol=1e-5, atol=1e-5)
         seen[start : start + len(S)] += 1
     assert np.all(seen == 1)
+
+
+def test_the_cuda_code_path_gives_the_same_dictionaries(noisy_spaces, monkeypatch):
+    """score_blocks' torch branch (the one CUDA runs), exercised on CPU tensors."""
+    X, Y = noisy_spaces
+    expected = {kind: _as_set(mutual_nn(X, Y, retrieval=kind)[0]) for kind in ("nn", "csls")}
+    monkeypatch.setattr(retrieval, "TORCH_BLOCKS_ON_CPU", True)
+    monkeypatch.setattr(retrieval, "FUSED_MIN_ROWS", 64)
+    monkeypatch.setattr(retrieval, "FUSED_BLOCK_ELEMENTS", 64 * 1100)
+    for kind in ("nn", "csls"):
+        assert _as_set(mutual_nn(X, Y, retrieval=kind)[0]) == expected[kind]
