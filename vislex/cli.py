@@ -17,7 +17,7 @@ app = typer.Typer(help="vislex: word translation through vision.", no_args_is_he
                   pretty_exceptions_enable=False, add_completion=False)
 
 # Feature command modules, each with ``register(app)``.
-FEATURE_COMMANDS = ("alignment", "vision", "uclip", "clip", "serving")
+FEATURE_COMMANDS = ("alignment", "vision", "uclip", "clip", "serving", "sentences")
 
 
 def _pairs(values: list[str], what: str) -> dict[str, str]:

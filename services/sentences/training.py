@@ -1,0 +1,251 @@
+"""Training Globetrotter heads over cached tower outputs (the losses: models/globetrotter.py).
+
+Every epoch visits each training photo once, in batches of ``batch_size`` photos drawn across all
+languages, each photo with one of its captions (in its one language) drawn at random. Per batch
+(Surís et al. 2022, sections 3.1-3.3):
+
+    L = L_it(z_I, z_T) + λ_v L_vv(v', v'') + λ_t L_t(z_T, α),   α = f((αˣ_ii αᵛ_ij αˣ_jj)^{1/3}),
+
+with αˣ_ii = cos(z_I_i, z_T_i), αᵛ_ij = cos(v_i, v_j) (image-image head on clean features; ``visual_sim =
+"image"`` uses the image-text head's image embeddings instead), α detached. ``transitive = False`` drops
+L_t: the ablation that shows what the transitive term adds. AdamW with a cosine schedule; after every
+epoch (and before the first, for residual heads that start at the tower's own space) the model is scored
+-- Globetrotter's metric on parallel dev sentences when given (carved from training data, never test
+files), else image-text recall on held-out photos of every language -- and the best epoch is kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from models.globetrotter import (
+    ANY_LANGUAGE,
+    GlobetrotterConfig,
+    GlobetrotterHeads,
+    feature_views,
+    image_text_loss,
+    project,
+    text_loss,
+    transitive_alpha,
+)
+from services.errors import InvalidInput
+from services.sentences.evaluation import globetrotter_metric
+
+Progress = Callable[[str, int, int, dict | None], None]
+
+
+@dataclass(frozen=True)
+class GlobetrotterTrainConfig:
+    """Hyper-parameters. ``text_head`` ``auto``: residual (start at the tower's space) for one shared
+    multilingual tower, linear for per-language towers."""
+
+    embed_dim: int = 256
+    text_head: str = "auto"
+    image_head: str = "linear"
+    epochs: int = 30
+    batch_size: int = 512
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    tau: float = 0.1
+    margin: float = 0.4
+    text_weight: float = 1.0
+    visual_weight: float = 1.0
+    transitive: bool = True
+    visual_sim: str = "visual"
+    view_drop: float = 0.2
+    view_noise: float = 0.1
+    val_fraction: float = 0.1
+    patience: int = 5
+    seed: int = 0
+    device: str = "auto"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "GlobetrotterTrainConfig":
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidInput(f"unknown training options: {unknown}", detail={"field": "config", "known": sorted(known)})
+        types = {f.name: f.type for f in fields(cls)}
+        for key, value in data.items():
+            want = {"int": int, "float": (int, float), "bool": bool, "str": str}[types[key]]
+            if isinstance(value, bool) and types[key] != "bool" or not isinstance(value, want):
+                raise InvalidInput(f"config.{key} must be of type {types[key]}", detail={"field": f"config.{key}"})
+        cfg = cls(**data)
+        if cfg.visual_sim not in ("visual", "image"):
+            raise InvalidInput("visual_sim must be 'visual' or 'image'", detail={"field": "config.visual_sim"})
+        if cfg.text_head not in ("auto", "linear", "mlp", "residual"):
+            raise InvalidInput("text_head must be auto, linear, mlp or residual", detail={"field": "config.text_head"})
+        if (cfg.epochs < 1 or cfg.batch_size < 2 or cfg.lr <= 0 or cfg.patience < 1 or cfg.embed_dim < 1
+                or not 0 <= cfg.margin < 1 or cfg.tau <= 0 or not 0 <= cfg.view_drop < 1):
+            raise InvalidInput("epochs, patience, embed_dim >= 1; batch_size >= 2; lr, tau > 0; margin, view_drop "
+                               "in [0, 1)", detail={"field": "config"})
+        return cfg
+
+
+def _device(name: str) -> torch.device:
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
+
+
+def heads_config(config: GlobetrotterTrainConfig, image_dim: int, text_dims: dict[str, int]) -> GlobetrotterConfig:
+    kind = config.text_head
+    embed = config.embed_dim
+    if kind == "auto":
+        kind = "residual" if set(text_dims) == {ANY_LANGUAGE} else "linear"
+    if kind == "residual":
+        embed = next(iter(text_dims.values()))
+    return GlobetrotterConfig(image_dim=image_dim, text_dims=dict(text_dims), embed_dim=embed, text_head=kind,
+                              image_head=config.image_head, tau=config.tau)
+
+
+class _Batcher:
+    """Per-language feature tensors and the text-embedding of a mixed-language batch (one head call per language)."""
+
+    def __init__(self, heads: GlobetrotterHeads, feats: dict[str, np.ndarray], keys: dict[str, str],
+                 langs: list[str], device: torch.device):
+        self.heads, self.keys, self.langs = heads, keys, langs
+        self.X = {lang: torch.as_tensor(np.asarray(f, dtype=np.float32), device=device) for lang, f in feats.items()}
+        self.device = device
+
+    def embed(self, lang_idx: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+        order = np.argsort(lang_idx, kind="stable")
+        parts = []
+        for li in np.unique(lang_idx):
+            sel = order[lang_idx[order] == li]
+            lang = self.langs[li]
+            parts.append(self.heads.embed_texts(self.X[lang][torch.as_tensor(rows[sel], device=self.device)],
+                                                self.keys[lang]))
+        inverse = torch.as_tensor(np.argsort(order), device=self.device)
+        return torch.cat(parts)[inverse]
+
+
+def batch_loss(heads: GlobetrotterHeads, x_img: torch.Tensor, z_text: torch.Tensor, config: GlobetrotterTrainConfig,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The full objective on one batch (photos ``x_img`` with their captions' embeddings ``z_text``)."""
+    z_img = heads.embed_images(x_img)
+    loss_it = image_text_loss(z_img, z_text, heads.logit_scale)
+    v1 = heads.embed_visual(feature_views(x_img, config.view_drop, config.view_noise, generator))
+    v2 = heads.embed_visual(feature_views(x_img, config.view_drop, config.view_noise, generator))
+    loss_vv = image_text_loss(v1, v2, heads.visual_logit_scale)
+    loss = loss_it + config.visual_weight * loss_vv
+    stats = {"it": float(loss_it.detach()), "vv": float(loss_vv.detach())}
+    if config.transitive and config.text_weight > 0:
+        with torch.no_grad():
+            own = (z_img * z_text).sum(1)
+            v = heads.embed_visual(x_img) if config.visual_sim == "visual" else z_img
+            alpha = transitive_alpha(own, v @ v.T, config.margin)
+            alpha.fill_diagonal_(0.0)
+        loss_t = text_loss(z_text, alpha, config.tau)
+        loss = loss + config.text_weight * loss_t
+        stats.update(t=float(loss_t.detach()), alpha_mean=float(alpha.sum() / max(1, len(alpha) * (len(alpha) - 1))),
+                     alpha_pos=float((alpha > 0).float().sum() / max(1, len(alpha) * (len(alpha) - 1))),
+                     own_mean=float(own.mean()))
+    return loss, stats
+
+
+def dev_score(heads: GlobetrotterHeads, dev: dict[str, np.ndarray], keys: dict[str, str]) -> float:
+    """Globetrotter's metric (percent) on aligned dev tower features {lang: (N, d)}."""
+    emb = [project(lambda x, k=keys[lang]: heads.embed_texts(x, k), f) for lang, f in dev.items()]
+    return globetrotter_metric(emb)[0]
+
+
+def val_score(heads: GlobetrotterHeads, img: np.ndarray, batcher: _Batcher, val_images: np.ndarray,
+              owner: np.ndarray, lang_of: np.ndarray, rows: np.ndarray) -> float:
+    """Mean image-text R@1/5/10 (both directions, every language) on the held-out photos."""
+    from services.clip.evaluation import mean_recall, retrieval_recall
+
+    scores = []
+    pos = np.full(len(img), -1, dtype=np.int64)
+    for li in np.unique(lang_of):
+        caps = np.flatnonzero((lang_of == li) & np.isin(owner, val_images))
+        photos = np.unique(owner[caps])
+        if len(photos) < 2:
+            continue
+        pos[photos] = np.arange(len(photos))
+        with torch.inference_mode():
+            zi = project(batcher.heads.embed_images, img[photos])
+            zt = batcher.embed(lang_of[caps], rows[caps]).cpu().numpy()
+        scores.append(mean_recall(retrieval_recall(zi, zt, pos[owner[caps]])))
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def train_globetrotter(img: np.ndarray, feats: dict[str, np.ndarray], owner: np.ndarray, lang_of: np.ndarray,
+                       rows: np.ndarray, langs: list[str], keys: dict[str, str], train_images: np.ndarray,
+                       val_images: np.ndarray, config: GlobetrotterTrainConfig,
+                       dev: dict[str, np.ndarray] | None = None, progress: Progress | None = None
+                       ) -> tuple[GlobetrotterHeads, list[dict[str, Any]], dict[str, Any]]:
+    """Train; (best heads, history, best record). ``feats[lang][rows[j]]`` is caption j's tower output,
+    ``owner[j]`` its photo (row of ``img``), ``langs[lang_of[j]]`` its language; ``keys[lang]`` the head."""
+    train_images = np.asarray(train_images, dtype=np.int64)
+    if len(train_images) < 2:
+        raise InvalidInput("training needs at least 2 captioned photos", detail={"images": int(len(train_images))})
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    device = _device(config.device)
+    text_dims = {keys[lang]: int(feats[lang].shape[1]) for lang in langs}
+    heads = GlobetrotterHeads(heads_config(config, img.shape[1], text_dims)).to(device)
+    batcher = _Batcher(heads, feats, keys, langs, device)
+    X_img = torch.as_tensor(np.asarray(img, dtype=np.float32), device=device)
+    order = np.argsort(owner, kind="stable")
+    count = np.bincount(owner, minlength=len(img))
+    start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    if np.any(count[train_images] == 0):
+        raise InvalidInput("every training photo needs at least one caption")
+    batch = min(config.batch_size, len(train_images))
+    steps = max(1, len(train_images) // batch)
+    total = steps * config.epochs
+    opt = torch.optim.AdamW(heads.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / steps) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+
+    def score() -> tuple[float, str]:
+        heads.eval()
+        if dev:
+            return dev_score(heads, dev, keys), "dev_metric"
+        return val_score(heads, img, batcher, val_images, owner, lang_of, rows), "val_mean_recall"
+
+    history: list[dict[str, Any]] = []
+    best_state, best, stale = None, {"score": -1.0}, 0
+    if heads.config.text_head == "residual":  # epoch 0: the tower's own space is a candidate
+        s, name = score()
+        best = {"epoch": 0, "score": s, name: s}
+        best_state = copy.deepcopy(heads.state_dict())
+        history.append(dict(best))
+    for epoch in range(1, config.epochs + 1):
+        heads.train()
+        perm = rng.permutation(train_images)
+        pick = order[start[perm] + np.floor(rng.random(len(perm)) * count[perm]).astype(np.int64)]
+        t0, sums = time.perf_counter(), {}
+        for s in range(steps):
+            photos = perm[s * batch:(s + 1) * batch]
+            caps = pick[s * batch:(s + 1) * batch]
+            z_text = batcher.embed(lang_of[caps], rows[caps])
+            loss, stats = batch_loss(heads, X_img[torch.as_tensor(photos, device=device)], z_text, config, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            for k, v in {"loss": float(loss.detach()), **stats}.items():
+                sums[k] = sums.get(k, 0.0) + v / steps
+        value, name = score()
+        record = {"epoch": epoch, "score": value, name: value, "seconds": round(time.perf_counter() - t0, 3),
+                  **{k: round(v, 5) for k, v in sums.items()}}
+        history.append(record)
+        if value > best["score"]:
+            best, best_state, stale = record, copy.deepcopy(heads.state_dict()), 0
+        else:
+            stale += 1
+        if progress:
+            progress("train", epoch, config.epochs, {k: record[k] for k in ("loss", name) if k in record})
+        if stale >= config.patience:
+            break
+    heads.load_state_dict(best_state)
+    return heads.cpu().eval(), history, best
