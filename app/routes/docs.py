@@ -11,12 +11,14 @@ button are how a user finds out).
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from functools import lru_cache
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from app.routes.console import ANY_METHOD, READ_METHODS, ReadOnlyFiles, method_not_allowed
@@ -37,6 +39,17 @@ def assets_dir() -> Path | None:
     folder = Path(fastapi_offline.__file__).resolve().parent / "static"
     needed = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")
     return folder if all((folder / name).is_file() for name in needed) else None
+
+
+# ReDoc's sidebar shows a logo fetched from its CDN (the only load it makes from outside): the bundle is
+# served with that URL pointing at the favicon next to it (relative: right under any root path).
+REDOC_CDN_LOGO = b'src:"https://cdn.redoc.ly/redoc/logo-mini.svg"'
+REDOC_LOCAL_LOGO = b'src:"docs/static/favicon.png"'
+
+
+def _local_redoc_bundle(folder: Path) -> tuple[bytes, str]:
+    data = (folder / "redoc.standalone.js").read_bytes().replace(REDOC_CDN_LOGO, REDOC_LOCAL_LOGO)
+    return data, '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
 
 
 def _missing(request: Request) -> JSONResponse:
@@ -86,6 +99,20 @@ def install_docs(app: FastAPI) -> None:
                               redoc_js_url=f"{root}{STATIC_URL}/redoc.standalone.js",
                               redoc_favicon_url=f"{root}{STATIC_URL}/favicon.png", with_google_fonts=False)
 
+    bundle = lru_cache(maxsize=1)(_local_redoc_bundle)
+
+    async def redoc_js(request: Request) -> Response:
+        if request.method not in READ_METHODS:
+            return method_not_allowed(request)
+        data, etag = bundle(folder)
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers={"ETag": etag})
+        return Response(data, media_type="text/javascript; charset=utf-8",
+                        headers={"ETag": etag, "Cache-Control": "no-cache"})
+
+    if folder is not None:  # ahead of the static mount below
+        app.router.routes.append(Route(f"{STATIC_URL}/redoc.standalone.js", redoc_js, methods=ANY_METHOD,
+                                       include_in_schema=False))
     app.router.routes.extend([
         Route(DOCS_URL, swagger, methods=ANY_METHOD, include_in_schema=False),  # the handlers answer 405 themselves
         Route(OAUTH2_REDIRECT_URL, oauth2_redirect, methods=ANY_METHOD, include_in_schema=False),

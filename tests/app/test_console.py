@@ -98,6 +98,12 @@ def test_docs_and_redoc_pages_load_only_local_assets(client):
     assert '"validatorUrl": null' in client.get("/docs").text  # no badge from the online validator
     assert "fonts.googleapis" not in client.get("/redoc").text
     assert client.get("/docs/oauth2-redirect").status_code == 200
+    # ReDoc's one load from outside (its sidebar logo on a CDN) points at the local favicon instead
+    bundle = client.get("/docs/static/redoc.standalone.js")
+    assert bundle.headers["content-type"].startswith("text/javascript")
+    assert b"cdn.redoc.ly" not in bundle.content and b'src:"docs/static/favicon.png"' in bundle.content
+    assert b"cdn.redoc.ly" in (assets_dir() / "redoc.standalone.js").read_bytes()  # the package's copy has it
+    assert client.get("/docs/static/redoc.standalone.js", headers={"If-None-Match": bundle.headers["etag"]}).status_code == 304
     assert client.get("/docs/static/swagger-ui.css").headers["content-type"].startswith("text/css")
 
 
