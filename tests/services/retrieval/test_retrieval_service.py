@@ -92,8 +92,15 @@ def test_gallery_add_dedupe_search_delete_and_restart(tmp_path, clip):
 
     hit = svc.search_gallery_image(g["id"], decode_image(png_bytes(3)), k=3)["results"]
     assert hit[0]["id"] == 4 and hit[0]["score"] == pytest.approx(1.0, abs=1e-4) and len(hit) == 3
+    # Without heads a query in a language the CLIP speaks itself goes through its own text tower ...
+    native = svc.search_gallery_text(g["id"], "a dog", "en", 3)["results"]
+    assert len(native) == 3
+    q = clip.encode_text(["a dog"])[0]
+    assert native[0]["score"] == pytest.approx(float(np.max(svc.galleries.get(g["id"]).search(q[None], 1)[0][0].score)),
+                                               abs=1e-5)
+    # ... and any other language needs uCLIP heads (503 naming them)
     with pytest.raises(Unavailable, match="no uCLIP heads"):
-        svc.search_gallery_text(g["id"], "a dog", "en", 3)
+        svc.search_gallery_text(g["id"], "ein Hund", "de", 3)
     svc.galleries.get(g["id"]).delete(4)
     # restart: a new service over the same data dir sees the same gallery minus the deleted image
     svc2 = RetrievalService(clip, enc, tmp_path)

