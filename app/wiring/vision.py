@@ -50,7 +50,7 @@ def build_vision(settings):
             pretrained=None if settings.clip_checkpoint else settings.clip_pretrained,
             checkpoint=str(settings.clip_checkpoint) if settings.clip_checkpoint else None,
             device=settings.clip_device, languages=default_langs, cache_dir=None,
-            name=f"default:{settings.clip_model}",
+            name=f"default:compact:{settings.clip_checkpoint.name}" if spoken else f"default:{settings.clip_model}",
         ))
     for lang in settings.encoder_languages:
         if lang not in own and lang not in reuse and lang not in towers:

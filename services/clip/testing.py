@@ -1,7 +1,7 @@
 """A tiny captioned photo set with planted structure, and a tiny trained compact CLIP (tests, examples).
 
 Each photo is a flat colour with a little noise; its captions name the colour ("a red photo",
-"something red"), in English and in French ("une photo rouge"). The text tower is static word
+"a photo of something red"), in English and in French ("une photo rouge"). The text tower is static word
 vectors (random, one per word, written as ``.npy`` + vocabulary) and the image tower the
 ``pixels-8`` tower, so nothing pretrained is needed: training must find that the colour word and
 the pixels agree, which raises retrieval recall far above chance.
@@ -39,7 +39,7 @@ def make_captioned_set(root: str | Path, n_images: int = 120, seed: int = 0, siz
         pixels = np.clip(np.asarray(rgb)[None, None, :] + rng.normal(0, 12, (size, size, 3)), 0, 255).astype(np.uint8)
         name = f"photo{i:04d}.png"
         Image.fromarray(pixels).save(images / name)
-        lines += [f"{name}\ta {colour} photo", f"{name}\tsomething {colour}", f"{name}\tune photo {fr}"]
+        lines += [f"{name}\ta {colour} photo", f"{name}\ta photo of something {colour}", f"{name}\tune photo {fr}"]
     (root / "captions.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     vocab = sorted(set(names) | {fr for _, fr in COLOURS.values()} | set(_FILLER))
     vectors = rng.normal(size=(len(vocab), 32)).astype(np.float32)
