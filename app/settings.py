@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     clip_models: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-language CLIP overrides")
     clip_device: str = "auto"
     images_dir: Path | None = None
+    mobilenet_dir: Path | None = Field(
+        None, description="folder of the pretrained MobileNet .tflite files the compact CLIPs' image towers load "
+        "(models/image_towers.py reads this same variable; default: ../shared/data/models/mobilenet beside the checkout)")
     clip_templates: dict[str, list[str]] | str | None = Field(
         None, description="prompt ensembles {lang: [templates]} overriding the shipped ones for those languages: "
         "inline JSON or the path of a JSON file; each template holds exactly one '{}'")
@@ -149,6 +152,13 @@ class Settings(BaseSettings):
             parts = key.split("-")
             if len(parts) != 2 or not all(parts):
                 raise ValueError(f"mapping key {key!r} must look like 'src-tgt'")
+        return value
+
+    @field_validator("mobilenet_dir")
+    @classmethod
+    def _mobilenet_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{value} is not a directory (it should hold the MobileNet .tflite files)")
         return value
 
     @field_validator("clip_templates")
