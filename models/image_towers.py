@@ -157,6 +157,7 @@ class TFLiteImageTower:
         self.dim = width
         self.identity = f"tflite:{_file_identity(self.path)}:{self.output}"
         self._batched = self._probe_batching()
+        self._batch_shape: tuple[int, ...] | None = None
         self._lock = threading.Lock()
 
     def _probe_batching(self) -> bool:
@@ -176,8 +177,10 @@ class TFLiteImageTower:
     def _run(self, pixels: np.ndarray) -> np.ndarray:
         x = quantize_input(pixels, self.input_scale, self.input_zero_point, self.input_dtype)
         if self._batched:
-            self._interp.resize_tensor_input(self._in_index, list(x.shape))
-            self._interp.allocate_tensors()
+            if self._batch_shape != x.shape:  # re-plan only when the batch size changes
+                self._interp.resize_tensor_input(self._in_index, list(x.shape))
+                self._interp.allocate_tensors()
+                self._batch_shape = x.shape
             self._interp.set_tensor(self._in_index, x)
             self._interp.invoke()
             raw = self._interp.get_tensor(self._out_index).reshape(len(x), -1)
