@@ -220,6 +220,19 @@ def _fit_l1(X, Y, seeds, opts, progress) -> StageFit:
     return StageFit([LinearStage(M)], pairs, [r.loss_final for r in results], stats, pairs_used=len(pairs))
 
 
+def _check_globetrotter(opts: dict) -> None:
+    from services.alignment.globetrotter_words import check
+
+    check(opts)
+
+
+def _fit_globetrotter(X, Y, seeds, opts, progress) -> StageFit:
+    from services.alignment.globetrotter_words import fit_globetrotter_words
+
+    W, pairs, stats = fit_globetrotter_words(X, Y, opts, progress)
+    return StageFit([LinearStage(W)], pairs, stats=stats, pairs_used=len(pairs))
+
+
 ALIGNERS: dict[str, Aligner] = {
     "procrustes": Aligner("procrustes", _fit_procrustes, {}, description="orthogonal Procrustes on the seed pairs"),
     "kabsch": Aligner("kabsch", _fit_kabsch, {}, description="proper rotation (Kabsch) on the seed pairs"),
@@ -262,6 +275,13 @@ ALIGNERS: dict[str, Aligner] = {
                   description="L1 refinement on mutual CSLS pairs (the paper's flow; mode=flow: the same flow with "
                               "exactly orthogonal Cayley steps to the paper's horizon; mode=orthogonal: Cayley descent, "
                               "held-out early stopping unless holdout=0)"),
+    # Issue 16: anchors from a Globetrotter space learnt through photos (services/alignment/globetrotter_words.py).
+    "globetrotter": Aligner("globetrotter", _fit_globetrotter, {"checkpoint": None, "src_lang": None, "tgt_lang": None,
+                                                                "k": 5, "retrieval": "csls", "max_vocab": 20000},
+                            needs_seeds=False, check=_check_globetrotter,
+                            description="Globetrotter word translation: Procrustes on mutual-NN (CSLS k=5) anchors "
+                                        "of a checkpoint's learnt word embeddings (needs checkpoint, src_lang, "
+                                        "tgt_lang)"),
 }
 
 
