@@ -85,7 +85,14 @@ class SentenceService:
         self._pointer_seen = self._pointer_stat()
 
     # ---- model -------------------------------------------------------------------------------
+    @staticmethod
+    def _embeds(model: SentenceModel, lang: str) -> bool:
+        supported = model.supported()
+        return supported is None or lang in supported
+
     def _build(self, coll: SentenceCollection, model: SentenceModel) -> EmbeddingIndex:
+        if not self._embeds(model, coll.lang):  # kept on disk; its queries answer 422 until a model embeds it
+            return EmbeddingIndex(model.key, model.dim, self.storage_dtype)
         return coll.build_index(model.key, lambda texts: model.encode(texts, coll.lang), model.dim, self.storage_dtype)
 
     def _pointer_stat(self) -> tuple[int, int] | None:
@@ -141,7 +148,8 @@ class SentenceService:
         started = time.perf_counter()
         try:
             for coll in self.store.list():  # the slow part (encoding), outside the lock; caches per segment
-                coll.segment_embeddings(model.key, lambda t, c=coll: model.encode(t, c.lang), model.dim)
+                if self._embeds(model, coll.lang):
+                    coll.segment_embeddings(model.key, lambda t, c=coll: model.encode(t, c.lang), model.dim)
                 self._swap["collections_done"] += 1
             with self._swap_lock:  # catch up on batches added meanwhile, then install everything at once
                 indexes = {c.id: self._build(c, model) for c in self.store.list()}

@@ -127,3 +127,26 @@ def test_pointer_written_elsewhere_is_picked_up(make_service, tmp_path):
     svc._swap_thread.join(10)
     assert svc.model.describe()["kind"] == "globetrotter"
     assert svc.translate(["chien"], "en", "fr", k=1)["model_key"] == svc.model.key
+
+
+def test_swap_to_a_model_without_a_collection_language_keeps_it(make_service, tmp_path):
+    from models.globetrotter import GlobetrotterConfig, GlobetrotterHeads, save_checkpoint
+    from services.sentences.models import models_dir
+
+    svc = make_service()
+    svc.create_collection("de", collection_id="de")
+    svc.create_collection("fr", collection_id="fr")
+    svc.add_sentences("de", DE)
+    svc.add_sentences("fr", ["un chien", "un chat"])
+    heads = GlobetrotterHeads(GlobetrotterConfig(image_dim=8, text_dims={"de": 24, "en": 24}, embed_dim=24))
+    save_checkpoint(models_dir(tmp_path / "data") / "deen.pt", heads, image_tower="pixels-8",
+                    text_towers={"de": "use-multilingual", "en": "use-multilingual"})
+    info = svc.activate("deen", wait=True)
+    assert info["swap"]["state"] == "idle" and info["supported_languages"] == ["de", "en"]
+    assert len(svc.translate(["hund"], "en", "de", k=2)["results"][0]["translations"]) == 2
+    with pytest.raises(InvalidInput) as e:
+        svc.translate(["chien"], "en", "fr")
+    assert e.value.detail == {"field": "tgt", "supported": ["de", "en"], "model": info["active"]["name"]}
+    assert len(svc.store.get("fr")) == 2  # nothing lost: a model that embeds French serves it again
+    svc.activate("use-multilingual", wait=True)
+    assert svc.translate(["chien"], "en", "fr", k=1)["results"][0]["translations"][0]["text"] == "un chien"
