@@ -147,8 +147,9 @@ def l1_dictionary(
     nearest neighbour lies beyond the cut gives no pair (measured on VecMap-supervised en→fr, 50k words:
     2,692 pairs, as the reference's 2,691). ``rule="restricted"`` first cuts both vocabularies to
     ``max_vocab`` and matches inside them (more pairs, noisier: 4,152 there). Rows are used as given
-    (inner products), as the reference does. Cost: one exact sweep of the n × m scores
-    (``retrieval.mutual_nn_fused``, ``backend="auto"``; a named backend runs the four searches of before).
+    (inner products), as the reference does. Cost: two exact sweeps, the second over the first ``max_vocab``
+    rows and columns only (services/alignment/sweep.py, ``backend="auto"``; a named backend runs the four
+    searches of before).
     """
     from services.alignment.retrieval import csls_topk, knn_mean_similarity, mutual_nn, mutual_nn_fused
 
@@ -161,9 +162,9 @@ def l1_dictionary(
     if len(XW) == 0 or len(Y) == 0:
         return np.zeros((0, 2), dtype=np.int64)
     n_src, n_tgt = min(max_vocab, len(XW)), min(max_vocab, len(Y))
-    if backend == "auto":  # every word's CSLS neighbour (r over the whole vocabularies) from one sweep
-        fwd, bwd, _, _ = mutual_nn_fused(XW, Y, retrieval="csls", knn=knn)
-        fwd, bwd = fwd[:n_src], bwd[:n_tgt, None]
+    if backend == "auto":  # r over the whole vocabularies, neighbours of the first words: two sweeps
+        fwd, bwd, _, _ = mutual_nn_fused(XW, Y, retrieval="csls", knn=knn, fwd_rows=n_src, bwd_cols=n_tgt)
+        bwd = bwd[:, None]
     else:
         r_src = knn_mean_similarity(XW, Y, knn, backend=backend)  # r_T(x) for every source word
         r_tgt = knn_mean_similarity(Y, XW, knn, backend=backend)  # r_S(y) for every target word

@@ -7,12 +7,9 @@ plain numpy fallback. CSLS is exact through the augmented-vector trick of method
 an extra coordinate −r_S(y)/2 and queries a 1, so one inner-product search returns
 cos(x, y) − r_S(y)/2 = CSLS/2 (+ r_T(x)/2, constant per query).
 
-``mutual_nn`` (backend ``"auto"``) sweeps the score matrix once (:func:`mutual_nn_fused`): each block of
-X Yᵀ gives its rows' best (or top-K) and updates a running best per column, so a mutual-NN dictionary
-costs one n × m × d product instead of two (NN) or four (CSLS: r_T, r_S, forward, backward). Blocks are
-products of numpy's BLAS on CPU (OpenBLAS measured 85 vs 55 GFLOPS for torch's MKL on one core of the
-AMD serving box) with torch's top-k, or torch on CUDA when present; the other backends keep the two
-searches of the reference path.
+``mutual_nn`` (backend ``"auto"``) sweeps the score matrix in blocks (services/alignment/sweep.py): one
+n × m × d product for NN, two for CSLS, instead of the reference's two and four searches; a named backend
+keeps those searches.
 """
 
 from __future__ import annotations
@@ -22,6 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from services.alignment.sweep import mutual_nn_fused, score_blocks
 from services.errors import InvalidInput
 
 __all__ = [
@@ -41,18 +39,6 @@ QUERY_CHUNK_ROWS = 8192
 # Score-matrix elements per chunk on the torch / numpy paths (2^26 float32 = 256 MB).
 _MAX_CHUNK_ELEMENTS = 1 << 26
 _BACKENDS = ("auto", "faiss", "torch", "numpy")
-# Elements of one score block of the fused sweeps (2^22 float32 = 16 MB: the block stays near the caches,
-# and memory stays flat at any vocabulary size).
-FUSED_BLOCK_ELEMENTS = 1 << 22
-# ... but at least this many rows per block: thinner blocks re-read all of T per few rows (memory-bound).
-FUSED_MIN_ROWS = 256
-# Column candidates kept by the fused CSLS sweep (at least K of CSLS).
-CSLS_COL_CANDIDATES = 16
-# Tests set this to run the CUDA code path (torch products) on CPU tensors.
-TORCH_BLOCKS_ON_CPU = False
-# Candidates per source row kept by the fused CSLS sweep (a row whose CSLS best is not certified among them,
-# see mutual_nn_fused, is searched again exactly).
-CSLS_ROW_CANDIDATES = 32
 
 
 @lru_cache(maxsize=1)
@@ -280,148 +266,3 @@ def mutual_nn(
     order = np.lexsort((pairs[:, 0], -scores))
     return pairs[order], scores[order]
 
-
-def score_blocks(Q: np.ndarray, T: np.ndarray, *, device="auto", block_elements: int = FUSED_BLOCK_ELEMENTS):
-    """Yield ``(start, Q[start:start + b] Tᵀ)`` over row blocks of Q, as float32 torch tensors on ``device``.
-
-    Exact float32 products: numpy's BLAS on CPU, written into one reused buffer (consume a block before asking
-    for the next), torch on CUDA. Blocks hold about ``block_elements`` scores (at least FUSED_MIN_ROWS rows).
-    """
-    import torch
-
-    dev = torch_device(device)
-    n, m = Q.shape[0], T.shape[0]
-    if n == 0:
-        return
-    rows = max(1, min(n, max(FUSED_MIN_ROWS, block_elements // max(m, 1))))
-    if dev.type == "cpu" and not TORCH_BLOCKS_ON_CPU:
-        Q32, T32 = _as_f32(Q), _as_f32(T)
-        buffer = np.empty((rows, m), dtype=np.float32)
-        for start in range(0, n, rows):
-            q = Q32[start : start + rows]
-            out = buffer[: len(q)]
-            np.matmul(q, T32.T, out=out)
-            yield start, torch.from_numpy(out)
-        return
-    Tt = torch.from_numpy(_as_f32(T)).to(dev)
-    for start in range(0, n, rows):
-        yield start, torch.from_numpy(_as_f32(Q[start : start + rows])).to(dev) @ Tt.T
-
-
-def _merge_column_topk(col_v, col_i, S, start: int) -> None:
-    """Merge block S's entries into the running per-column top lists (col_v, col_i: (L, m), best first), in place.
-
-    Only entries above a column's current L-th best can enter, so after the first blocks few do; they are
-    merged by one sort (value, then column). Ties keep the earlier (lower) source row.
-    """
-    import torch
-
-    L = col_v.shape[0]
-    theta = col_v[-1]
-    above = S > theta
-    count = int(above.sum())
-    if count == 0:
-        return
-    if count > 4 * L * S.shape[1]:  # early blocks (or adversarial orders): a plain top-L of the block
-        v, i = torch.topk(S, min(L, S.shape[0]), dim=0)
-        merged_v, merged_i = torch.cat([col_v, v]), torch.cat([col_i, i + start])
-        top_v, pos = torch.topk(merged_v, L, dim=0)  # topk is not stable, but equal values are equal scores
-        col_v.copy_(top_v)
-        col_i.copy_(torch.gather(merged_i, 0, pos))
-        return
-    rr, cc = above.nonzero(as_tuple=True)
-    touched, inverse = torch.unique(cc, return_inverse=True)
-    old_v = col_v[:, touched].T.reshape(-1)
-    old_i = col_i[:, touched].T.reshape(-1)
-    old_c = torch.arange(len(touched), device=S.device).repeat_interleave(L)
-    all_v = torch.cat([old_v, S[rr, cc]])
-    all_i = torch.cat([old_i, rr + start])
-    all_c = torch.cat([old_c, inverse])
-    order = torch.argsort(all_v, descending=True, stable=True)
-    order = order[torch.argsort(all_c[order], stable=True)]
-    sorted_c = all_c[order]
-    counts = torch.bincount(sorted_c, minlength=len(touched))
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(len(order), device=S.device) - starts[sorted_c]
-    keep = rank < L
-    cols = touched[sorted_c[keep]]
-    col_v[rank[keep], cols] = all_v[order][keep]
-    col_i[rank[keep], cols] = all_i[order][keep]
-
-
-def _argmax_exact(Q: np.ndarray, T: np.ndarray, bias, device) -> tuple[np.ndarray, np.ndarray]:
-    """(best score, argmax) over all rows of T of 2 q·t − bias[t], per row q of Q (the fused sweep's fallback)."""
-    import torch
-
-    best = np.empty(len(Q), dtype=np.float32)
-    arg = np.empty(len(Q), dtype=np.int64)
-    for start, S in score_blocks(Q, T, device=device):
-        v, i = (2.0 * S - bias).max(dim=1)
-        best[start : start + len(v)] = v.cpu().numpy()
-        arg[start : start + len(v)] = i.cpu().numpy()
-    return best, arg
-
-
-def mutual_nn_fused(
-    Xs: np.ndarray, Ys: np.ndarray, *, retrieval: str = "csls", knn: int = 10, device="auto"
-) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Mutual NN / CSLS nearest neighbours of all rows of Xs and Ys in one sweep of Xs Ysᵀ (exact).
-
-    Returns (forward best target per source, backward best source per target, forward scores, stats).
-    NN: each block's row maxima, and a running maximum per column. CSLS: each block gives its rows' top
-    candidates (and r_T), and updates a running top list per column (r_S); once r_T and r_S are known, a row's
-    CSLS best among its candidates is *certified* when it beats 2·(its last candidate's cosine) − min r_S,
-    the most any other target can score; the rows (and columns) not certified are searched again exactly
-    (``stats``: how many). Ties may resolve differently from the FAISS searches (float rounding differs).
-    """
-    import torch
-
-    dev = torch_device(device)
-    n, m = len(Xs), len(Ys)
-    stats = {"rows_rechecked": 0, "cols_rechecked": 0}
-    with torch.no_grad():
-        if retrieval == "nn":
-            fwd_s = torch.empty(n, device=dev)
-            fwd = torch.empty(n, dtype=torch.long, device=dev)
-            col_v = torch.full((m,), -torch.inf, device=dev)
-            col_i = torch.zeros(m, dtype=torch.long, device=dev)
-            for start, S in score_blocks(Xs, Ys, device=dev):
-                v, i = S.max(dim=1)
-                fwd_s[start : start + len(v)], fwd[start : start + len(v)] = v, i
-                cv, ci = S.max(dim=0)
-                better = cv > col_v  # strict: the first (lowest) source row keeps a tie
-                col_v = torch.where(better, cv, col_v)
-                col_i = torch.where(better, ci + start, col_i)
-            return fwd.cpu().numpy(), col_i.cpu().numpy(), fwd_s.cpu().numpy(), stats
-        kx, ky = min(int(knn), m), min(int(knn), n)
-        L = min(max(CSLS_ROW_CANDIDATES, kx), m)
-        Lc = min(max(CSLS_COL_CANDIDATES, ky), n)
-        row_v = torch.empty((n, L), device=dev)
-        row_i = torch.empty((n, L), dtype=torch.long, device=dev)
-        col_v = torch.full((Lc, m), -torch.inf, device=dev)
-        col_i = torch.zeros((Lc, m), dtype=torch.long, device=dev)
-        for start, S in score_blocks(Xs, Ys, device=dev):
-            v, i = torch.topk(S, L, dim=1)
-            row_v[start : start + len(v)], row_i[start : start + len(v)] = v, i
-            _merge_column_topk(col_v, col_i, S, start)
-        r_src = row_v[:, :kx].double().mean(dim=1).float()  # r_T(x): x's neighbourhood among targets
-        r_tgt = col_v[:ky].double().mean(dim=0).float()  # r_S(y): y's neighbourhood among sources
-        cand = 2.0 * row_v - r_tgt[row_i]
-        best, pos = cand.max(dim=1)
-        fwd = torch.gather(row_i, 1, pos[:, None])[:, 0]
-        cand_b = 2.0 * col_v - r_src[col_i]
-        best_b, pos_b = cand_b.max(dim=0)
-        bwd = torch.gather(col_i, 0, pos_b[None, :])[0]
-        fwd, bwd, best = fwd.cpu().numpy(), bwd.cpu().numpy(), best.cpu().numpy()
-        r_src_np, r_tgt_np = r_src.cpu().numpy(), r_tgt.cpu().numpy()
-        if L < m:  # any target outside a row's candidates has cos <= its last one and r_S >= min r_S
-            fail = np.flatnonzero(best <= 2.0 * row_v[:, -1].cpu().numpy() - r_tgt_np.min())
-            if len(fail):
-                best[fail], fwd[fail] = _argmax_exact(_as_f32(Xs)[fail], Ys, r_tgt, dev)
-            stats["rows_rechecked"] = int(len(fail))
-        if Lc < n:
-            fail = np.flatnonzero(best_b.cpu().numpy() <= 2.0 * col_v[-1].cpu().numpy() - r_src_np.min())
-            if len(fail):
-                _, bwd[fail] = _argmax_exact(_as_f32(Ys)[fail], Xs, r_src, dev)
-            stats["cols_rechecked"] = int(len(fail))
-        return fwd, bwd, (best - r_src_np).astype(np.float32), stats

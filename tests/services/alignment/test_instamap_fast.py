@@ -111,12 +111,12 @@ def test_engine_is_saved_and_old_files_load_with_the_reference_shift(clean_world
 
 
 def test_the_cuda_code_path_fits_the_same_mapping(clean_world, monkeypatch):
-    import services.alignment.retrieval as retrieval
+    import services.alignment.sweep as sweep
 
     world, seeds = clean_world
     X, Y = world.src.vectors, world.tgt.vectors
     cpu, cpu_pairs, _ = fit_instamap(X, Y, seeds, K=20, T=3)
-    monkeypatch.setattr(retrieval, "TORCH_BLOCKS_ON_CPU", True)
+    monkeypatch.setattr(sweep, "TORCH_BLOCKS_ON_CPU", True)
     torch_path, torch_pairs, _ = fit_instamap(X, Y, seeds, K=20, T=3)
     np.testing.assert_array_equal(torch_pairs, cpu_pairs)
     np.testing.assert_allclose(torch_path.transform_source(X), cpu.transform_source(X), atol=2e-5)

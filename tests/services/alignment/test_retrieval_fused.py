@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-import services.alignment.retrieval as retrieval
+import services.alignment.sweep as sweep
 from services.alignment.retrieval import mutual_nn, mutual_nn_fused, score_blocks
 from tests.services.alignment.align_fixtures import unit
 
@@ -23,8 +23,8 @@ def _as_set(pairs):
 @pytest.mark.parametrize("retrieval_kind", ["nn", "csls"])
 def test_fused_sweep_finds_the_reference_pairs(noisy_spaces, retrieval_kind, monkeypatch):
     X, Y = noisy_spaces
-    monkeypatch.setattr(retrieval, "FUSED_MIN_ROWS", 64)
-    monkeypatch.setattr(retrieval, "FUSED_BLOCK_ELEMENTS", 64 * 1100)  # 15 blocks: the running column state
+    monkeypatch.setattr(sweep, "FUSED_MIN_ROWS", 64)
+    monkeypatch.setattr(sweep, "FUSED_BLOCK_ELEMENTS", 64 * 1100)  # 15 blocks: the running column state
     ref, ref_scores = mutual_nn(X, Y, retrieval=retrieval_kind, backend="faiss")
     fused, fused_scores = mutual_nn(X, Y, retrieval=retrieval_kind)
     assert _as_set(fused) == _as_set(ref) and len(ref) > 100
@@ -36,22 +36,18 @@ def test_fused_sweep_finds_the_reference_pairs(noisy_spaces, retrieval_kind, mon
     assert _as_set(sub) == _as_set(ref_sub)
 
 
-def test_uncertified_rows_and_columns_are_searched_again(noisy_spaces, monkeypatch):
-    """With one candidate per row and per column few CSLS decisions can be certified: the exact re-search
-    must still give the reference's dictionary."""
+def test_limited_second_sweep_is_the_reference_l1_rule(noisy_spaces, monkeypatch):
+    """fwd_rows / bwd_cols: neighbours of the first rows and columns only, r over everything (l1_dictionary)."""
+    from services.alignment.l1 import l1_dictionary
+
     X, Y = noisy_spaces
-    monkeypatch.setattr(retrieval, "CSLS_ROW_CANDIDATES", 1)
-    monkeypatch.setattr(retrieval, "CSLS_COL_CANDIDATES", 1)
-    fwd, bwd, _, stats = mutual_nn_fused(X, Y, retrieval="csls", knn=1)
-    assert stats["rows_rechecked"] > 0 and stats["cols_rechecked"] > 0
-    ref, _ = mutual_nn(X, Y, retrieval="csls", knn=1, backend="faiss")
-    src = np.arange(len(X))
-    mutual = bwd[fwd] == src
-    assert _as_set(np.stack([src[mutual], fwd[mutual]], 1)) == _as_set(ref)
-    # With the defaults the certificate settles (nearly) everything in the sweep.
-    monkeypatch.undo()
-    _, _, _, stats = mutual_nn_fused(X, Y, retrieval="csls", knn=10)
-    assert stats["rows_rechecked"] < 0.2 * len(X)
+    monkeypatch.setattr(sweep, "FUSED_MIN_ROWS", 64)
+    monkeypatch.setattr(sweep, "FUSED_BLOCK_ELEMENTS", 64 * 1100)
+    for cut in (200, 700):
+        got = _as_set(l1_dictionary(X * 1.3, Y, max_vocab=cut))  # rows as given: not unit
+        assert got == _as_set(l1_dictionary(X * 1.3, Y, max_vocab=cut, backend="faiss")) and len(got) > 10
+    fwd, bwd, _, stats = mutual_nn_fused(X, Y, fwd_rows=100, bwd_cols=50)
+    assert fwd.shape == (100,) and bwd.shape == (50,) and stats["sweeps"] == 2
 
 
 def test_score_blocks_cover_every_row_exactly():
@@ -68,8 +64,8 @@ def test_the_cuda_code_path_gives_the_same_dictionaries(noisy_spaces, monkeypatc
     """score_blocks' torch branch (the one CUDA runs), exercised on CPU tensors."""
     X, Y = noisy_spaces
     expected = {kind: _as_set(mutual_nn(X, Y, retrieval=kind)[0]) for kind in ("nn", "csls")}
-    monkeypatch.setattr(retrieval, "TORCH_BLOCKS_ON_CPU", True)
-    monkeypatch.setattr(retrieval, "FUSED_MIN_ROWS", 64)
-    monkeypatch.setattr(retrieval, "FUSED_BLOCK_ELEMENTS", 64 * 1100)
+    monkeypatch.setattr(sweep, "TORCH_BLOCKS_ON_CPU", True)
+    monkeypatch.setattr(sweep, "FUSED_MIN_ROWS", 64)
+    monkeypatch.setattr(sweep, "FUSED_BLOCK_ELEMENTS", 64 * 1100)
     for kind in ("nn", "csls"):
         assert _as_set(mutual_nn(X, Y, retrieval=kind)[0]) == expected[kind]

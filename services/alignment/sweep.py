@@ -1,0 +1,154 @@
+"""Exact sweeps over a score matrix X Yᵀ in blocks: mutual NN and mutual CSLS with the fewest products (issue 18).
+
+The reference builds a mutual-NN dictionary from two FAISS searches (NN) or four (CSLS: r_T, r_S, forward,
+backward), each an n × m × d product. Here:
+
+- NN: one sweep; each block gives its rows' maxima and updates a running maximum per column.
+- CSLS (methods.md, "CSLS retrieval"): two sweeps. The first gives each row's top-K (r_T(x), mean cosine
+  to its K nearest targets) and updates a running top-K per column (r_S(y)); the second scores each block
+  as the full CSLS 2 cos − r_T(x) − r_S(y) and takes row and column maxima — a row's best target under
+  2 cos − r_S and a column's best source under 2 cos − r_T, as the reference ranks them. The second sweep
+  can be limited to the rows whose forward neighbour is wanted and the columns whose backward one is
+  (L1's reference rule: the first 10k of each side, with r over the whole vocabularies).
+
+Blocks are numpy BLAS products on CPU (OpenBLAS measured 85 vs 55 GFLOPS for torch's MKL on one core of the
+AMD development box) reduced with torch (``torch.from_numpy``: no copy), or torch on CUDA. Results equal the
+reference searches up to float rounding (ties may break differently).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["FUSED_BLOCK_ELEMENTS", "FUSED_MIN_ROWS", "mutual_nn_fused", "score_blocks"]
+
+# Elements of one score block (2^22 float32 = 16 MB: near the caches, and memory stays flat at any size) ...
+FUSED_BLOCK_ELEMENTS = 1 << 22
+# ... but at least this many rows per block: thinner blocks re-read all of T per few rows (memory-bound).
+FUSED_MIN_ROWS = 256
+# Tests set this to run the CUDA code path (torch products) on CPU tensors.
+TORCH_BLOCKS_ON_CPU = False
+
+
+def _f32(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def score_blocks(Q: np.ndarray, T: np.ndarray, *, device="auto", block_elements: int | None = None):
+    """Yield ``(start, Q[start:start + b] Tᵀ)`` over row blocks of Q, as float32 torch tensors on ``device``.
+
+    Exact float32 products: numpy's BLAS on CPU, written into one reused buffer (consume a block before asking
+    for the next), torch on CUDA. Blocks hold about ``block_elements`` scores (at least FUSED_MIN_ROWS rows).
+    """
+    import torch
+
+    from services.alignment.retrieval import torch_device
+
+    dev = torch_device(device)
+    n, m = Q.shape[0], T.shape[0]
+    if n == 0:
+        return
+    budget = FUSED_BLOCK_ELEMENTS if block_elements is None else block_elements
+    rows = max(1, min(n, max(FUSED_MIN_ROWS, budget // max(m, 1))))
+    if dev.type == "cpu" and not TORCH_BLOCKS_ON_CPU:
+        Q32, T32 = _f32(Q), _f32(T)
+        buffer = np.empty((rows, m), dtype=np.float32)
+        for start in range(0, n, rows):
+            q = Q32[start : start + rows]
+            out = buffer[: len(q)]
+            np.matmul(q, T32.T, out=out)
+            yield start, torch.from_numpy(out)
+        return
+    Tt = torch.from_numpy(_f32(T)).to(dev)
+    for start in range(0, n, rows):
+        yield start, torch.from_numpy(_f32(Q[start : start + rows])).to(dev) @ Tt.T
+
+
+class _ColumnBest:
+    """Running maximum and argmax per column over row blocks (the first, lowest row keeps a tie)."""
+
+    def __init__(self, m: int, dev):
+        import torch
+
+        self.torch = torch
+        self.value = torch.full((m,), -torch.inf, device=dev)
+        self.index = torch.zeros(m, dtype=torch.long, device=dev)
+
+    def update(self, S, start: int) -> None:
+        v, i = S.max(dim=0)
+        better = v > self.value
+        self.value = self.torch.where(better, v, self.value)
+        self.index = self.torch.where(better, i + start, self.index)
+
+
+def _column_topk(S, col, k: int) -> None:
+    """Merge block S's column top-k values into the running (k, m) ``col`` (best first), in place.
+
+    Only entries above a column's current k-th best can enter: after the first blocks few do, and they are
+    merged per column in a small padded matrix; blocks where many do (the first ones) take a plain top-k.
+    """
+    import torch
+
+    m = S.shape[1]
+    above = S > col[-1]
+    rows, cols = above.nonzero(as_tuple=True)
+    if len(rows) == 0:
+        return
+    if len(rows) > 2 * m:
+        top = torch.topk(S, min(col.shape[0], S.shape[0]), dim=0).values
+        col.copy_(torch.topk(torch.cat([col, top]), col.shape[0], dim=0).values)
+        return
+    values = S[rows, cols]
+    touched, inverse, counts = torch.unique(cols, return_inverse=True, return_counts=True)
+    order = torch.argsort(inverse, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(order), device=S.device) - starts[inverse[order]]
+    pad = torch.full((int(counts.max()), len(touched)), -torch.inf, device=S.device)
+    pad[rank, inverse[order]] = values[order]
+    col[:, touched] = torch.topk(torch.cat([col[:, touched], pad]), col.shape[0], dim=0).values
+
+
+def mutual_nn_fused(
+    Xs: np.ndarray, Ys: np.ndarray, *, retrieval: str = "csls", knn: int = 10, device="auto",
+    fwd_rows: int | None = None, bwd_cols: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Each row's best column and each column's best row of Xs Ysᵀ under NN or CSLS (module docstring); exact.
+
+    Returns (forward best target of the first ``fwd_rows`` rows, backward best source of the first
+    ``bwd_cols`` columns, forward scores (cosine, or the full CSLS 2 cos − r_T − r_S), stats). CSLS's r
+    always run over all rows and columns. Rows are used as given (inner products).
+    """
+    import torch
+
+    from services.alignment.retrieval import torch_device
+
+    dev = torch_device(device)
+    n, m = len(Xs), len(Ys)
+    fr = n if fwd_rows is None else min(int(fwd_rows), n)
+    bc = m if bwd_cols is None else min(int(bwd_cols), m)
+    stats = {"sweeps": 1 if retrieval == "nn" else 2}
+    with torch.no_grad():
+        bias_rows = bias_cols = None
+        if retrieval == "csls":
+            kx, ky = min(int(knn), m), min(int(knn), n)
+            r_src = torch.empty(n, device=dev)
+            col = torch.full((ky, m), -torch.inf, device=dev)
+            for start, S in score_blocks(Xs, Ys, device=dev):
+                r_src[start : start + len(S)] = torch.topk(S, kx, dim=1).values.double().mean(dim=1).float()
+                _column_topk(S, col, ky)
+            r_tgt = col.double().mean(dim=0).float()  # r_S(y): y's neighbourhood among sources
+            bias_rows, bias_cols = r_src, r_tgt
+        fwd_s = torch.empty(fr, device=dev)
+        fwd = torch.empty(fr, dtype=torch.long, device=dev)
+        best = _ColumnBest(bc, dev)
+        for start, S in score_blocks(Xs[:fr], Ys, device=dev):
+            if bias_rows is not None:  # the full CSLS; constant terms do not move a row's or column's argmax
+                S.mul_(2.0).sub_(bias_cols).sub_(bias_rows[start : start + len(S), None])
+            fwd_s[start : start + len(S)], fwd[start : start + len(S)] = S.max(dim=1)
+            best.update(S[:, :bc], start)
+        if fr < n and bc > 0:  # sources beyond fwd_rows only compete for the first bwd_cols targets
+            for start, S in score_blocks(Xs[fr:], Ys[:bc], device=dev):
+                if bias_rows is not None:
+                    S.mul_(2.0).sub_(bias_cols[:bc]).sub_(bias_rows[fr + start : fr + start + len(S), None])
+                best.update(S, fr + start)
+        return fwd.cpu().numpy(), best.index.cpu().numpy(), fwd_s.cpu().numpy(), stats
