@@ -173,6 +173,20 @@ def _wait(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
     raise RuntimeError(f"{url} not 200 after {timeout:.0f} s; log:\n{log.read_text()[-3000:]}")
 
 
+def _wait_component(base: str, name: str, timeout: float = 180) -> dict:
+    """Optional components (CLIP, uCLIP) load after /readyz turns 200: wait until ``name`` has loaded or failed."""
+    deadline = time.monotonic() + timeout
+    state: dict = {}
+    while time.monotonic() < deadline:
+        body = httpx.get(base + "/readyz", timeout=5).json()
+        components = body.get("components") or body.get("error", {}).get("detail", {}).get("components", {})
+        state = components.get(name, {})
+        if state.get("state") not in (None, "pending", "loading"):
+            return state
+        time.sleep(0.3)
+    return state
+
+
 def _train_heads(base: str, images_dir: str) -> dict:
     """uCLIP heads through the API (a job on the server's worker), so text searches across languages work."""
     colours = ["red", "green", "blue", "yellow", "black", "white", "purple", "orange", "grey", "pink", "brown", "cyan"]
@@ -190,7 +204,14 @@ def _train_heads(base: str, images_dir: str) -> dict:
 @pytest.fixture(scope="session")
 def console_server(tmp_path_factory, browser):
     """``vislex serve`` on a free loopback port: spaces en/fr/de, an en-fr mapping (procrustes on a seed
-    dictionary, made by `vislex align`), no de mapping (a job makes it), a tiny CLIP, its photos, uCLIP heads."""
+    dictionary, made by `vislex align`), no de mapping (a job makes it), a tiny CLIP, its photos, uCLIP heads.
+
+    ``VISLEX_CONSOLE_TEST_SERVER=http://127.0.0.1:PORT`` (+ ``VISLEX_CONSOLE_TEST_IMAGES``, its image folder)
+    points the tests at a server already set up that way instead (debugging the pages without restarts)."""
+    external = os.environ.get("VISLEX_CONSOLE_TEST_SERVER")
+    if external:
+        yield {"base": external.rstrip("/"), "clip": "trained", "images_dir": Path(os.environ["VISLEX_CONSOLE_TEST_IMAGES"])}
+        return
     tmp = tmp_path_factory.mktemp("console")
     spaces = _spaces(tmp / "spaces")
     seeds = tmp / "en-fr.seed.txt"
@@ -218,6 +239,9 @@ def console_server(tmp_path_factory, browser):
     base = f"http://127.0.0.1:{port}"
     try:
         _wait(base + "/readyz", proc, log, timeout=240)
+        for component in ("clip", "uclip"):
+            state = _wait_component(base, component)
+            assert state.get("state") == "ready", f"{component}: {state}\n{log.read_text()[-3000:]}"
         heads = _train_heads(base, clip["VISLEX_IMAGES_DIR"])
         assert heads.get("state") == "succeeded", f"uCLIP heads training: {heads}\n{log.read_text()[-3000:]}"
         yield {"base": base, "clip": clip["kind"], "images_dir": Path(clip["VISLEX_IMAGES_DIR"]), "tmp": tmp, "log": log}

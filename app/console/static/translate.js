@@ -61,9 +61,11 @@ export function initTranslate() {
       : [`No mapping ${src.value} → ${tgt.value} is served yet: run an alignment in the `, h('a', {href: '#jobs'}, 'Jobs'), ' tab.']);
   };
   const refillPickers = () => {
-    const langs = spaces().languages;
-    fillLanguages(src, langs[0]);
-    fillLanguages(tgt, langs.find((l) => l !== src.value) || langs[0]);
+    const {languages: langs, pairs} = spaces();
+    // first time: a pair that has a mapping (else the first two languages); afterwards the user's choice stays
+    const [ps, pt] = (!src.value && pairs.length ? pairs[0].split('-') : [langs[0], null]);
+    fillLanguages(src, ps);
+    fillLanguages(tgt, pt || langs.find((l) => l !== src.value) || langs[0]);
     showPair();
   };
   window.addEventListener('vislex:spaces', refillPickers);
