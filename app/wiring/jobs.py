@@ -124,6 +124,11 @@ def allowed_space_roots(settings) -> list[Path]:
     return [Path(r).expanduser().resolve() for r in roots]
 
 
+def job_input_roots(settings) -> list[Path]:
+    """Where training jobs (uCLIP, CLIP) may read inputs from: the roots of POST /v1/spaces plus the image set."""
+    return [*allowed_space_roots(settings), *([Path(settings.images_dir)] if settings.images_dir else [])]
+
+
 def load(runtime: Runtime) -> None:
     """Configure the Celery client (the API only sends tasks; workers run them) and the job service."""
     settings = runtime.settings
@@ -146,6 +151,11 @@ def load(runtime: Runtime) -> None:
     )
     jobs.start_monitor()
     runtime.jobs = jobs
+    # The other kinds of jobs on the same machinery (services/jobs/kinds.py): CLIP training needs only Redis
+    # here (workers load the towers). uCLIP trainings are wired with retrieval (app/wiring/retrieval.py).
+    from app.wiring import clip
+
+    clip.load(runtime)
 
 
 def _fingerprint_seed_check(settings):

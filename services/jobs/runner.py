@@ -1,21 +1,18 @@
 """The alignment job body, run inside a Celery worker process.
 
-Claims the job for its attempt, keeps a heartbeat key alive from a thread (an expired
-heartbeat means the worker died), runs ``services.alignment.registry.align`` with a
-progress callback that records progress/losses and stops the run at the next iteration
-boundary on cancel or time limit, then writes the artifacts atomically and publishes the
-new mapping version for its pair.
+:func:`services.jobs.execution.execute` (the machinery every kind of job shares) claims the job for its
+attempt, keeps its heartbeat and hands a progress callback that records progress/losses and stops the run
+at the next iteration boundary on cancel or time limit; the body here runs
+``services.alignment.registry.align``, writes the artifacts atomically, and its success publishes the new
+mapping version for its pair in the same atomic step.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import socket
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -23,8 +20,16 @@ from typing import Any, Callable
 import numpy as np
 import redis
 
-from services.errors import Cancelled, InvalidInput, TimeLimitExceeded, Unavailable, VislexError
+from services.errors import InvalidInput, Unavailable
 from services.jobs import methods
+from services.jobs.execution import (  # noqa: F401  (ProgressReporter, Superseded: public here too)
+    ProgressReporter,
+    Success,
+    Superseded,
+    execute,
+    jsonable,
+    sha256_file,
+)
 from services.jobs.spaces import load_space
 from services.jobs.store import JobStore, Publication
 
@@ -36,32 +41,6 @@ MAPPING_PAIRS_KEY = "vislex:mapping-pairs"
 
 def mapping_key(src: str, tgt: str) -> str:
     return f"vislex:mappings:{src}-{tgt}"
-
-
-class Superseded(Exception):
-    """This attempt lost the job to another one (the reaper re-queued it); stop quietly."""
-
-
-class _Heartbeat(threading.Thread):
-    def __init__(self, store: JobStore, job_id: str, worker: str, interval_s: float):
-        super().__init__(name=f"vislex-heartbeat-{job_id}", daemon=True)
-        self.store, self.job_id, self.worker, self.interval_s = store, job_id, worker, interval_s
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        while not self.halt.wait(self.interval_s):
-            try:
-                self.store.beat(self.job_id, self.worker)
-            except redis.RedisError:  # a blip: the TTL (3 intervals) absorbs it
-                log.warning("heartbeat failed", extra={"job_id": self.job_id})
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -77,54 +56,6 @@ def _atomic_write_text(path: Path, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-def _loss_of(metrics: dict[str, Any]) -> float | None:
-    for key in ("validation_loss", "val_loss", "loss"):
-        value = metrics.get(key)
-        if isinstance(value, (int, float)) and np.isfinite(value):
-            return float(value)
-    return None
-
-
-def _jsonable(metrics: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in (metrics or {}).items():
-        if isinstance(v, (np.floating, np.integer)):
-            v = v.item()
-        try:
-            json.dumps(v)
-        except (TypeError, ValueError):
-            v = str(v)
-        out[str(k)] = v
-    return out
-
-
-class ProgressReporter:
-    """The ``ProgressFn`` given to ``align``: records progress, raises Cancelled / TimeLimitExceeded."""
-
-    def __init__(self, store: JobStore, job_id: str, attempt: int, started_at: float, time_limit_s: float):
-        self.store, self.job_id, self.attempt = store, job_id, attempt
-        self.started_at, self.time_limit_s = started_at, time_limit_s
-        self.stage: str | None = None
-        self.stage_started_at = time.time()
-        self.last: dict[str, Any] = {}
-
-    def __call__(self, stage: str, current: int, total: int, metrics: dict | None = None) -> None:
-        now = time.time()
-        if stage != self.stage:
-            self.stage, self.stage_started_at = stage, now
-        metrics = _jsonable(metrics or {})
-        self.last = {"stage": stage, "current": int(current), "total": int(total), "metrics": metrics,
-                     "stage_started_at": self.stage_started_at, "at": now}
-        cancel, current_attempt = self.store.report_progress(self.job_id, self.attempt, self.last, _loss_of(metrics))
-        if not current_attempt:
-            raise Superseded(self.job_id)
-        if cancel:
-            raise Cancelled(f"alignment job {self.job_id} cancelled", detail={"job_id": self.job_id})
-        if now - self.started_at > self.time_limit_s:
-            raise TimeLimitExceeded(f"time limit exceeded ({self.time_limit_s:g} s)",
-                                    detail={"job_id": self.job_id, "time_limit_s": self.time_limit_s})
 
 
 FINGERPRINT_OPTIONS = methods.FINGERPRINT_OPTIONS  # job option holding WALIP step-1 knobs
@@ -287,92 +218,64 @@ def run_alignment_job(client: redis.Redis, job_id: str, attempt: int, *, artifac
     ``settings`` (or, when absent, ``settings_loader()``, called per job so a job sees the configuration
     of its time; read only for ``seed=fingerprints``)
     supply the image folder, the CLIP per language and the prompt templates; ``clip_pool``
-    replaces the pool built from them (tests, embedding callers).
+    replaces the pool built from them (tests, embedding callers). Claim, heartbeat, progress, cancel, time
+    limit and the outcome are :func:`services.jobs.execution.execute`'s, as for every kind of job.
     """
     store = JobStore(client, heartbeat_ttl_s=3 * heartbeat_s, max_retries=max_retries)
-    worker = f"{socket.gethostname()}:{os.getpid()}"
-    outcome = store.claim(job_id, attempt, worker)
-    if outcome not in ("claimed", "reclaimed"):
-        log.info("job not claimed", extra={"job_id": job_id, "attempt": attempt, "outcome": outcome})
-        return {"job_id": job_id, "skipped": outcome}
-    job = store.get(job_id)
-    spec = job.spec
-    heartbeat = _Heartbeat(store, job_id, worker, heartbeat_s)
-    heartbeat.start()
-    reporter = ProgressReporter(store, job_id, attempt, job.started_at or time.time(), float(spec["time_limit_s"]))
-    try:
-        from celery.exceptions import SoftTimeLimitExceeded
-    except ImportError:  # pragma: no cover - celery is a dependency
-        SoftTimeLimitExceeded = TimeLimitExceeded  # type: ignore[misc]
-    try:
-        fingerprints = None
-        if spec["seed"] == "fingerprints":
-            reporter("clip", 0, 1, {})
-            if settings is None:
-                if settings_loader is None:
-                    raise Unavailable("no settings for a fingerprint seed (images, CLIP): start workers with "
-                                      "`vislex worker`", code="settings_unavailable")
-                settings = settings_loader()
-            fingerprints = _FingerprintSetup(spec, settings, clip_pool)  # fails fast: no CLIP, no images
-            reporter("clip", 1, 1, {})
-        reporter("loading", 0, 2, {})
-        src = load_space(spec["src"], max_vocab=spec.get("max_vocab"), normalize=spec.get("normalize", ""))
-        reporter("loading", 1, 2, {})
-        tgt = load_space(spec["tgt"], max_vocab=spec.get("max_vocab"), normalize=spec.get("normalize", ""))
-        reporter("loading", 2, 2, {})
-        seed_pairs, seed_info = _seed_pairs(spec, src, tgt, fingerprints, reporter)
-        initial = _initial_matching(spec, seed_pairs, src, tgt) if fingerprints is not None else None
-        if initial is not None:
-            seed_info["fingerprints"]["initial_matching"] = initial
-            seed_info["initial_matching_precision"] = initial["precision"]
-        align_options = {k: v for k, v in (spec.get("options") or {}).items() if k != FINGERPRINT_OPTIONS}
-        result = methods.align(src, tgt, spec["method"], seed_pairs=seed_pairs, options=align_options,
-                               progress=reporter)
-        _record_seed(result.mapping, seed_info)
-        reporter("evaluating", 0, 1, {})
-        evaluation = _evaluate(spec, result.mapping, src, tgt)
-        if evaluation is not None and initial is not None:
-            evaluation = {**evaluation, "initial_matching_precision": initial["precision"],
-                          "pivot_pairs": seed_info["pivot_pairs"]}
-        reporter("saving", 0, 1, {})
-        artifacts = _write_artifacts(Path(artifacts_dir) / "alignments" / job_id, result.mapping,
-                                     getattr(result, "dictionary", None), src, tgt)
-        summary = {
-            **artifacts, **seed_info,
-            "evaluation": evaluation,
-            "validation_losses": [float(x) for x in (getattr(result, "validation_losses", None) or [])],
-            "pairs_used": int(getattr(result, "pairs_used", 0) or 0),
-            "align_seconds": float(getattr(result, "seconds", 0.0) or 0.0),
-            "stats": _jsonable(getattr(result.mapping, "stats", {}) or {}),
-        }
-        done = {**reporter.last, "stage": "done", "current": 1, "total": 1, "at": time.time()}
-        # 'succeeded' and the publication of the new version are one atomic step (see JobStore.finish).
-        store.finish(job_id, attempt, "succeeded", result=summary, progress=done,
-                     publish=mapping_publication(spec["src"]["name"], spec["tgt"]["name"], {
-                         "version": artifacts["mapping"]["version"] or artifacts["mapping"]["sha256"][:16],
-                         "path": artifacts["mapping"]["path"], "sha256": artifacts["mapping"]["sha256"],
-                         "job_id": job_id, "method": spec["method"], "published_at": time.time(),
-                     }))
-        return {"job_id": job_id, "state": "succeeded"}
-    except Superseded:
-        log.warning("job attempt superseded", extra={"job_id": job_id, "attempt": attempt})
-        return {"job_id": job_id, "skipped": "superseded"}
-    except Cancelled as exc:
-        store.finish(job_id, attempt, "cancelled", error={"code": "cancelled", "message": str(exc)})
-        return {"job_id": job_id, "state": "cancelled"}
-    except (TimeLimitExceeded, SoftTimeLimitExceeded):
-        limit = spec.get("time_limit_s")
-        store.finish(job_id, attempt, "failed",
-                     error={"code": "time_limit_exceeded", "message": f"time limit exceeded ({limit} s)"})
-        return {"job_id": job_id, "state": "failed"}
-    except VislexError as exc:
-        store.finish(job_id, attempt, "failed", error={"code": exc.code, "message": exc.message,
-                                                        "detail": _jsonable(exc.detail)})
-        return {"job_id": job_id, "state": "failed"}
-    except Exception as exc:  # any bug becomes a failed job with its reason, never a job stuck 'running'
-        log.exception("alignment job crashed", extra={"job_id": job_id})
-        store.finish(job_id, attempt, "failed", error={"code": "internal_error",
-                                                        "message": f"{type(exc).__name__}: {exc}"})
-        return {"job_id": job_id, "state": "failed"}
-    finally:
-        heartbeat.halt.set()
+
+    def body(job, reporter: ProgressReporter) -> Success:
+        return _align(job.id, job.spec, reporter, artifacts_dir=Path(artifacts_dir), settings=settings,
+                      settings_loader=settings_loader, clip_pool=clip_pool)
+
+    return execute(store, job_id, attempt, body, heartbeat_s=heartbeat_s, label="alignment")
+
+
+def _align(job_id: str, spec: dict[str, Any], reporter: ProgressReporter, *, artifacts_dir: Path, settings: Any,
+           settings_loader: Callable[[], Any] | None, clip_pool: Any) -> Success:
+    """Load the spaces, seed, align, evaluate, write the artifacts; success publishes the mapping atomically."""
+    fingerprints = None
+    if spec["seed"] == "fingerprints":
+        reporter("clip", 0, 1, {})
+        if settings is None:
+            if settings_loader is None:
+                raise Unavailable("no settings for a fingerprint seed (images, CLIP): start workers with "
+                                  "`vislex worker`", code="settings_unavailable")
+            settings = settings_loader()
+        fingerprints = _FingerprintSetup(spec, settings, clip_pool)  # fails fast: no CLIP, no images
+        reporter("clip", 1, 1, {})
+    reporter("loading", 0, 2, {})
+    src = load_space(spec["src"], max_vocab=spec.get("max_vocab"), normalize=spec.get("normalize", ""))
+    reporter("loading", 1, 2, {})
+    tgt = load_space(spec["tgt"], max_vocab=spec.get("max_vocab"), normalize=spec.get("normalize", ""))
+    reporter("loading", 2, 2, {})
+    seed_pairs, seed_info = _seed_pairs(spec, src, tgt, fingerprints, reporter)
+    initial = _initial_matching(spec, seed_pairs, src, tgt) if fingerprints is not None else None
+    if initial is not None:
+        seed_info["fingerprints"]["initial_matching"] = initial
+        seed_info["initial_matching_precision"] = initial["precision"]
+    align_options = {k: v for k, v in (spec.get("options") or {}).items() if k != FINGERPRINT_OPTIONS}
+    result = methods.align(src, tgt, spec["method"], seed_pairs=seed_pairs, options=align_options,
+                           progress=reporter)
+    _record_seed(result.mapping, seed_info)
+    reporter("evaluating", 0, 1, {})
+    evaluation = _evaluate(spec, result.mapping, src, tgt)
+    if evaluation is not None and initial is not None:
+        evaluation = {**evaluation, "initial_matching_precision": initial["precision"],
+                      "pivot_pairs": seed_info["pivot_pairs"]}
+    reporter("saving", 0, 1, {})
+    artifacts = _write_artifacts(artifacts_dir / "alignments" / job_id, result.mapping,
+                                 getattr(result, "dictionary", None), src, tgt)
+    summary = {
+        **artifacts, **seed_info,
+        "evaluation": evaluation,
+        "validation_losses": [float(x) for x in (getattr(result, "validation_losses", None) or [])],
+        "pairs_used": int(getattr(result, "pairs_used", 0) or 0),
+        "align_seconds": float(getattr(result, "seconds", 0.0) or 0.0),
+        "stats": jsonable(getattr(result.mapping, "stats", {}) or {}),
+    }
+    # 'succeeded' and the publication of the new version are one atomic step (see JobStore.finish).
+    return Success(summary, publish=mapping_publication(spec["src"]["name"], spec["tgt"]["name"], {
+        "version": artifacts["mapping"]["version"] or artifacts["mapping"]["sha256"][:16],
+        "path": artifacts["mapping"]["path"], "sha256": artifacts["mapping"]["sha256"],
+        "job_id": job_id, "method": spec["method"], "published_at": time.time(),
+    }))

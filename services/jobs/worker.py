@@ -1,9 +1,9 @@
 """The Celery worker: ``run_worker(...)``, started by ``vislex worker`` (the one process entry point).
 
-Prefork pool; nothing heavy is loaded in the parent. Each pool process sets itself up in
-``worker_process_init`` (own Redis connection, dies with its parent, plugin imports) and
-loads word spaces lazily on its first job. At start the worker reaps jobs whose worker
-was lost (expired heartbeat) so that a crashed deployment recovers without the API.
+Prefork pool; nothing heavy is loaded in the parent (task modules, job kinds and plugin modules only).
+Each pool process sets itself up in ``worker_process_init`` (own Redis connection, dies with its parent,
+plugin imports) and loads word spaces and models lazily on its first job. At start the worker reaps jobs
+of every kind whose worker was lost (expired heartbeat) so that a crashed deployment recovers without the API.
 """
 
 from __future__ import annotations
@@ -97,7 +97,8 @@ def _init_pool_process(**_: object) -> None:
 
 @worker_ready.connect
 def _reap_at_start(**_: object) -> None:
-    """A (re)started worker recovers jobs left 'running' by a worker that died."""
+    """A (re)started worker recovers jobs of every kind left 'running' by a worker that died."""
+    from services.jobs.kinds import reap_all_kinds
     from services.jobs.service import RESEND_GRACE_S, celery_sender, reap_lost_jobs
     from services.jobs.store import JobStore
 
@@ -108,6 +109,9 @@ def _reap_at_start(**_: object) -> None:
                               queued_grace_s=RESEND_GRACE_S, broker=client)
         if done["requeued"] or done["failed"] or done["resent"]:
             log.warning("reaped lost jobs at worker start", extra=done)
+        for kind, kind_done in reap_all_kinds(client, heartbeat_s=ctx.heartbeat_s).items():
+            if any(kind_done.values()):
+                log.warning("reaped lost jobs at worker start", extra={"kind": kind, **kind_done})
     except redis.RedisError:
         log.exception("could not reap lost jobs at start")
     finally:
@@ -142,6 +146,10 @@ def run_worker(redis_url: str, *, queues: str = "light,heavy", concurrency: int 
     _CONTEXT = None
     _SETTINGS_LOADER = settings_loader
     import services.jobs.tasks  # noqa: F401  (registers the task names in this process)
+
+    # Plugins are imported here too (not only in each pool process): one may register a job kind, whose task
+    # the consumer (this process) must know to accept its messages.
+    _import_plugins(celery_app.conf.vislex_imports)
 
     celery_app.worker_main([
         "worker", "-Q", queues, "-c", str(concurrency), "--pool", "prefork", "--loglevel", loglevel.upper(),

@@ -1,15 +1,11 @@
-"""Celery task for uCLIP training (imported by services/jobs/tasks.py so workers register it)."""
+"""Celery task for uCLIP training (imported by services/jobs/tasks.py so workers register it).
+
+The task is the job kind's (``services.jobs.kinds.register`` creates ``vislex.uclip_train`` with the kind).
+"""
 
 from __future__ import annotations
 
-from services.jobs.celery_app import celery_app
+from services.jobs.kinds import task_of
+from services.retrieval.jobs import UCLIP_KIND
 
-
-@celery_app.task(name="vislex.uclip_train", acks_late=True)
-def uclip_train_job(job_id: str, attempt: int) -> dict:
-    """Run one uCLIP training attempt (state, progress and result live in the uCLIP job store)."""
-    from services.jobs.worker import worker_context
-    from services.retrieval.jobs import run_uclip_job
-
-    ctx = worker_context()
-    return run_uclip_job(ctx.redis, job_id, int(attempt), heartbeat_s=ctx.heartbeat_s)
+uclip_train_job = task_of(UCLIP_KIND)

@@ -36,7 +36,7 @@ CONFIG = schemathesis.Config.from_dict({
     # roots, which only the file system can tell (422 naming the field). Every other check still applies.
     "operations": [{"include-path": path, "include-method": "POST",
                     "checks": {"positive_data_acceptance": {"expected-statuses": [*ACCEPTED, "422"]}}}
-                   for path in ("/v1/spaces", "/v1/uclip/trainings")],
+                   for path in ("/v1/spaces", "/v1/uclip/trainings", "/v1/clip/trainings")],
 })
 
 
