@@ -1,14 +1,14 @@
 // A small inline-SVG line chart (the validation-loss curve of an alignment job).
 import {h} from './util.js';
 
-const W = 240;
+const W = 270;
 const H = 72;
-const PAD = {left: 46, right: 6, top: 6, bottom: 14};
+const PAD = {left: 64, right: 6, top: 6, bottom: 14};
 
 /** A tick label short enough for the axis, with the digits that tell `lo` and `hi` apart. */
 function tickFormat(lo, hi) {
   const span = Math.abs(hi - lo) || Math.abs(hi) || 1;
-  const digits = Math.min(6, Math.max(2, Math.ceil(Math.log10(Math.max(Math.abs(hi), Math.abs(lo), 1e-12) / span)) + 2));
+  const digits = Math.min(5, Math.max(2, Math.ceil(Math.log10(Math.max(Math.abs(hi), Math.abs(lo), 1e-12) / span)) + 2));
   return (v) => {
     const a = Math.abs(v);
     return a !== 0 && (a < 1e-2 || a >= 1e4) ? v.toExponential(digits - 1) : Number(v.toPrecision(digits)).toString();
