@@ -66,4 +66,5 @@ def load(runtime: Runtime) -> None:
         raise ComponentUnavailable(f"text encoder unavailable: {exc.message}") from exc
     runtime.retrieval = RetrievalService(
         clip, text_encoder, settings.data_dir, checkpoint=settings.uclip_checkpoint,
+        clip_languages=tuple(getattr(clip, "languages", None) or ("en",)),
         max_upload_bytes=settings.max_upload_bytes, max_batch_texts=settings.max_batch_words)
