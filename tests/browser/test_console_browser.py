@@ -78,10 +78,10 @@ def test_console_loads_offline_keyboard_tabs_and_docs(open_page):
     page.goto(p.base + "/docs")
     expect_text(page, ".swagger-ui .info .title", r"vislex")
     expect_text(page, ".swagger-ui", r"/v1/translate")
-    p.shot("docs")
+    p.shot("docs", full_page=False)
     page.goto(p.base + "/redoc")
     expect_text(page, "redoc, #redoc-container, body", r"/v1/alignments")
-    p.shot("redoc")
+    p.shot("redoc", full_page=False)
 
 
 def test_loading_state_shows_readyz_progress(open_page):
@@ -167,9 +167,15 @@ def test_error_states_for_bad_input(open_page):
     page.click("#job-form button[type=submit]")
     expect_text(page, "#job-feedback .error", r"Options are not valid JSON")
     page.fill("#job-options", "")
+    page.click("#key-button")  # with the key (writes need one here), the service itself judges the method
+    page.fill("#api-key", API_KEY)
+    page.press("#api-key", "Enter")
     page.fill("#job-method", "procrustes+nope")
     page.click("#job-form button[type=submit]")
-    expect_text(page, "#job-feedback .error .error-title", r"Invalid input \(422\)|API key needed \(401\)")
+    expect_text(page, "#job-feedback .error .error-title", r"Invalid input \(422\)")
+    expect_text(page, "#job-feedback .error .error-message", r"nope")
+    expect_text(page, "#job-feedback .error .error-fields", r"field: method")
+    expect_text(page, "#job-feedback .error .error-fields", r"known: .*procrustes")
     p.shot("job-errors")
 
 
