@@ -224,3 +224,17 @@ def test_every_status_is_documented(client):
     assert {"200", "404", "409"} <= documented[("get", "/v1/clip/trainings/{job_id}/checkpoint")]
     assert {"200", "404"} <= documented[("get", "/v1/clip/trainings/{job_id}")]
     assert "200" in documented[("get", "/v1/clip/trainings")]
+
+
+def test_the_readme_example_body_validates_against_the_schema():
+    import json
+    import re
+    from pathlib import Path
+
+    from app.schemas.clip import ClipTrainingRequest
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    bodies = re.findall(r"-XPOST localhost:8000/v1/clip/trainings [^\n]*-d '([^']*)'", readme)
+    assert bodies
+    for body in bodies:
+        ClipTrainingRequest.model_validate(json.loads(body))  # an unknown or mistyped field raises
