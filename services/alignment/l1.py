@@ -65,16 +65,20 @@ ProgressFn = Callable[[str, int, int, dict], None]
 MODES = ("faithful", "flow", "orthogonal")
 
 # Work bound of the refinement (issue 18), in multiply-adds of its dense products (p × d × d and d × d × d): the
-# cost is a function of the dictionary size p and the dimension d, never of how long a flow wanders. The default
-# is the documented time bound L1_REFINE_SECONDS converted at L1_MACS_PER_SECOND, the slowest rate the three
-# modes sustain on the 2-core reference machine (measured by benchmarks/scale.py's l1 stage: faithful ~1.6e10
-# MAC/s with its VODE and elementwise overhead at p = 2.7k, d = 300; flow and orthogonal faster). Every product
-# is charged *before* it runs and a product that would overspend is not run, so a refinement never spends more
-# than the budget; with ``rounds`` the budget covers all rounds together. The reference's own run (VecMap
-# en→fr, p = 2,692, d = 300: 68 steps) needs ~1e11, so it never binds there, while a 20k × 512 encoder space
-# (p ≈ 8k) stops after ~40 field evaluations instead of running for hours.
-L1_REFINE_SECONDS = 10.0
-L1_MACS_PER_SECOND = 1.6e10
+# cost is a function of the dictionary size p and the dimension d, never of how long a flow wanders. Every
+# product is charged *before* it runs and one that would overspend is not run, so a refinement never spends
+# more than the budget; with ``rounds`` the budget covers all rounds together. The default is the documented
+# time bound L1_REFINE_SECONDS at L1_MACS_PER_SECOND, the slowest rate measured for any mode on the 2-core
+# development box, busy with other jobs (multiply-adds per second, elementwise work and solver overhead
+# included): faithful 8.7e9 (p = 2,692, d = 300: VecMap en→fr) and 1.5e10 (p = 8,000); flow 3.1e10 and
+# 4.1e10 (float32 products); orthogonal 1.9e10 and 7.5e9 (exact l1, p = 8,000). 1.6e11 leaves the
+# documented runs untouched: the reference's own (faithful, VecMap en→fr: 68 steps, 9.6e10) and mode=flow
+# to the reference's horizon (250 Cayley steps, 1.4e11), while a 20k × 512 encoder space (p ≈ 8k) stops
+# after ~40 field evaluations instead of running for hours. The dictionary the refinement runs on costs two
+# exact sweeps of the n × m scores on top (l1_dictionary): quadratic in the vocabulary, bounded and
+# deterministic, measured in benchmarks/scale.py.
+L1_REFINE_SECONDS = 20.0
+L1_MACS_PER_SECOND = 8e9
 DEFAULT_MAX_WORK = L1_REFINE_SECONDS * L1_MACS_PER_SECOND
 
 
