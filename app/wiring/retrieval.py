@@ -54,8 +54,9 @@ def load(runtime: Runtime) -> None:
             runtime.redis, time_limit_s=settings.job_time_limit_s, heartbeat_s=settings.job_heartbeat_s,
             send_task=_uclip_sender())
         runtime.extras["uclip_jobs"] = jobs
-        # Its reaper thread (started on first submit) must stop before Redis does.
+        # Its reaper thread (jobs whose worker died, lost task messages) must stop before Redis does.
         runtime.extras.setdefault("on_close", []).append(jobs.close)
+        jobs.start_monitor()
     try:
         clip = _load_clip(settings, runtime)
     except Unavailable as exc:

@@ -88,3 +88,26 @@ def test_heads_checkpoint_path_outside_the_roots_is_refused(make_client, wired, 
         r = client.put("/v1/uclip/heads", json={"checkpoint": str(bank / "queries.txt")})  # allowed, not a checkpoint
         assert r.status_code == 422 and r.json()["error"]["code"] != "path_not_allowed"
         assert client.put("/v1/uclip/heads", json={"checkpoint": "nope.pt"}).status_code == 404
+
+
+def test_a_training_job_left_by_a_dead_worker_is_reaped_without_a_new_submission(make_client, bank, redis_client,
+                                                                                monkeypatch):
+    """The API's uCLIP reaper runs from startup (not only after a submission): a job whose worker died while
+    the API was down is re-queued once its heartbeat has expired."""
+    import time
+
+    import app.wiring.retrieval as wiring
+    from services.retrieval.jobs import UclipTrainingJobs
+
+    sent = []
+    monkeypatch.setattr(wiring, "_uclip_sender", lambda: lambda job_id, attempt, spec: sent.append((job_id, attempt)))
+    before = UclipTrainingJobs(redis_client, time_limit_s=600, heartbeat_s=0.2, send_task=lambda *a: None)
+    view, _ = before.submit({"queries": ["a dog"], "texts": ["un chien"], "images_dir": str(bank)})
+    assert before.store.claim(view["id"], 1, "worker-that-dies") == "claimed"
+    with make_client(job_heartbeat_s=0.2) as client:
+        deadline = time.monotonic() + 10
+        while not sent and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sent == [(view["id"], 2)]
+        job = client.get(f"/v1/uclip/trainings/{view['id']}").json()
+        assert job["state"] == "queued" and job["attempt"] == 2 and job["retries"] == 1
