@@ -70,14 +70,18 @@ class JobKind:
         return f"vislex:{self.name}:"
 
 
+# Names whose key prefix other vislex keys use (vislex:job:{id}, vislex:jobs, vislex:mappings:..., ...).
+_RESERVED = frozenset({"job", "jobs", "mappings", "mapping", "spaces", "space"})
 _KINDS: dict[str, JobKind] = {}
 _TASKS: dict[str, Any] = {}
 
 
 def register(kind: JobKind) -> JobKind:
     """Make ``kind`` known to this process (API: submissions; worker: its Celery task). Idempotent by name."""
-    if not kind.name or not kind.name.replace("_", "").isalnum() or kind.name != kind.name.lower():
-        raise ValueError(f"job kind name {kind.name!r}: lower-case letters, digits and '_' only")
+    bare = kind.name.replace("_", "")
+    if not (bare.isascii() and bare.isalnum()) or kind.name != kind.name.lower() or kind.name in _RESERVED:
+        raise ValueError(f"job kind name {kind.name!r}: lower-case ASCII letters, digits and '_' only, "
+                         f"none of {sorted(_RESERVED)}")
     if kind.default_queue not in QUEUES:
         raise ValueError(f"job kind {kind.name}: default_queue must be one of {QUEUES}")
     _KINDS[kind.name] = kind

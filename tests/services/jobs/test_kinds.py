@@ -212,3 +212,11 @@ def test_a_starting_worker_recovers_a_kinds_job_left_by_a_dead_one(redis_url, tm
     finally:
         worker.stop()
         client.flushdb()
+
+
+@pytest.mark.parametrize("name", ["", "Clip", "clip-2", "clíp", "job", "mappings"])
+def test_kind_names_that_would_clash_or_break_keys_are_refused(name):
+    from services.jobs.kinds import JobKind, register
+
+    with pytest.raises(ValueError):
+        register(JobKind(name=name, label="x", task_name="vislex.x", run=lambda params, progress: {}))
