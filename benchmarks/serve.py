@@ -75,20 +75,26 @@ def start_redis(tmp: Path):
     return server
 
 
-def start_server(tmp: Path, redis_url: str, mapping_path: Path, *, cache: bool, table_k: int, index_type: str,
-                 workers: int, port: int) -> subprocess.Popen:
+def start_server(tmp: Path, redis_url: str, mapping_path: Path | None, *, cache: bool, table_k: int, index_type: str,
+                 workers: int, port: int, spaces: dict | None = None, mappings: dict | None = None,
+                 extra_env: dict | None = None) -> subprocess.Popen:
+    """The API on ``port``; default spaces en, fr (shared data) and the en-fr mapping at ``mapping_path``
+    (``spaces``/``mappings``: other {lang: path} / {"src-tgt": path}; ``extra_env``: more VISLEX_ settings)."""
     from services.infra.redis import die_with_parent
 
     env = dict(os.environ)
+    spaces = spaces or {"en": str(DATA / "vectors/en.npy"), "fr": str(DATA / "vectors/fr.npy")}
+    mappings = mappings if mappings is not None else {"en-fr": str(mapping_path)}
     env.update({
         "VISLEX_DATA_DIR": str(tmp / "data"), "VISLEX_REDIS_URL": redis_url,
-        "VISLEX_SPACES": json.dumps({"en": str(DATA / "vectors/en.npy"), "fr": str(DATA / "vectors/fr.npy")}),
-        "VISLEX_MAPPINGS": json.dumps({"en-fr": str(mapping_path)}),
+        "VISLEX_SPACES": json.dumps(spaces),
+        "VISLEX_MAPPINGS": json.dumps(mappings),
         "VISLEX_ENCODER_LANGUAGES": "[]", "VISLEX_ENCODER_LANGUAGES_LAZY": "[]", "VISLEX_PROBE_PORT": "0",
         "VISLEX_CLIP_PRETRAINED": "", "VISLEX_LOG_LEVEL": "warning",
         "VISLEX_CACHE_ENABLED": "true" if cache else "false", "VISLEX_INDEX_TYPE": index_type,
         "VISLEX_TABLE_K": str(table_k), "VISLEX_TABLE_BUILD": "eager",
         "VISLEX_MAX_IN_FLIGHT": "256",  # the default: shedding stays on while measuring
+        **(extra_env or {}),
     })
     cmd = [sys.executable, "-m", "uvicorn", "app.main:app_from_env", "--factory", "--host", "127.0.0.1",
            "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
