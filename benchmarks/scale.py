@@ -52,7 +52,7 @@ RESULT_PREFIX = "SCALE_RESULT "
 def child_main(args) -> None:
     import psutil
 
-    from scale_stages import STAGES, Ctx, peak_rss_mb
+    from scale_stages import STAGES, Ctx, Timer, peak_rss_mb
 
     import torch  # noqa: F401  (imported before the baseline: every stage uses it)
 
@@ -62,6 +62,7 @@ def child_main(args) -> None:
     ctx = Ctx(args.size, Path(args.work), args.device, json.loads(args.extra or "{}"))
     result = STAGES[args.child](ctx)
     result["peak_mb"] = peak_rss_mb()
+    result["cpu_s"] = Timer.cpu_total  # CPU seconds of the timed blocks (all threads)
     result["import_mb"] = import_mb
     if torch.cuda.is_available():
         result["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20

@@ -135,12 +135,17 @@ class Ctx:
 
 
 class Timer:
+    """Wall seconds of a block; the process's CPU seconds over all timed blocks add up in ``Timer.cpu_total``."""
+
+    cpu_total = 0.0
+
     def __enter__(self):
-        self.started = time.perf_counter()
+        self.started, self.cpu = time.perf_counter(), time.process_time()
         return self
 
     def __exit__(self, *exc):
         self.seconds = time.perf_counter() - self.started
+        Timer.cpu_total += time.process_time() - self.cpu
 
 
 def peak_rss_mb() -> float:

@@ -91,13 +91,14 @@ def _column_topk(S, col, k: int) -> None:
 
     m = S.shape[1]
     above = S > col[-1]
-    rows, cols = above.nonzero(as_tuple=True)
-    if len(rows) == 0:
+    count = int(above.sum())
+    if count == 0:
         return
-    if len(rows) > 2 * m:
+    if count > 2 * m:
         top = torch.topk(S, min(col.shape[0], S.shape[0]), dim=0).values
         col.copy_(torch.topk(torch.cat([col, top]), col.shape[0], dim=0).values)
         return
+    rows, cols = above.nonzero(as_tuple=True)
     values = S[rows, cols]
     touched, inverse, counts = torch.unique(cols, return_inverse=True, return_counts=True)
     order = torch.argsort(inverse, stable=True)
