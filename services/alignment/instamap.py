@@ -105,25 +105,50 @@ def anchor_shift(V: np.ndarray, anchors: np.ndarray, deltas: np.ndarray, K: int,
     K = int(min(K, len(anchors)))
     unique, counts, start, prefix = _anchor_groups(_unit(np.asarray(anchors, np.float32)), deltas)
     k = min(K, len(unique))  # K unique anchors always hold at least K entries
-    counts_t = torch.from_numpy(counts).to(dev)
-    start_t = torch.from_numpy(start).to(dev)
+    on_cpu = dev.type == "cpu"
     prefix_t = torch.from_numpy(prefix).to(dev)
+    if not on_cpu:
+        counts, start = torch.from_numpy(counts).to(dev), torch.from_numpy(start).to(dev)
     with torch.no_grad():
-        for first, S in score_blocks(_unit(V), unique, device=dev):
+        # Blocks of ~2^24 scores: the (rows × K) bookkeeping runs once per block.
+        for first, S in score_blocks(_unit(V), unique, device=dev, block_elements=1 << 24):
             sims, g = torch.topk(S, k, dim=1)
-            mult = counts_t[g]
-            before = torch.cumsum(mult, dim=1) - mult
-            take = torch.clamp(K - before, min=0)
-            take = torch.minimum(take, mult)
-            w = torch.clamp(sims, min=0) if clip_negative else sims
-            denom = (w * take).sum(dim=1, keepdim=True)
-            bad = denom.abs() < 1e-6
-            weights = torch.where(bad, torch.full_like(w, 1.0 / K), w / torch.where(bad, torch.ones_like(denom), denom))
-            weights = torch.where(take > 0, weights, torch.zeros_like(weights))
-            rows = start_t[g] + torch.clamp(take - 1, min=0)
+            if on_cpu:  # small arrays: numpy, no thread-pool wake-ups per operation
+                rows, weights = _entry_weights_np(sims.numpy(), g.numpy(), counts, start, K, clip_negative)
+                rows, weights = torch.from_numpy(rows), torch.from_numpy(weights)
+            else:
+                rows, weights = _entry_weights_torch(sims, g, counts, start, K, clip_negative)
             shift = torch.nn.functional.embedding_bag(rows, prefix_t, per_sample_weights=weights, mode="sum")
             out[first : first + len(sims)] = shift.cpu().numpy()
     return out
+
+
+def _entry_weights_np(sims, g, counts, start, K, clip_negative):
+    """(prefix-table rows, weights) of each row's K nearest entries, given its top unique anchors (anchor_shift)."""
+    mult = counts[g]
+    before = np.cumsum(mult, axis=1) - mult
+    take = np.minimum(np.maximum(K - before, 0), mult)  # entries taken from each anchor's group
+    w = np.maximum(sims, 0) if clip_negative else sims
+    denom = (w * take).sum(axis=1, keepdims=True)
+    bad = np.abs(denom) < 1e-6  # weights cancel: the plain mean of the K entries, as the reference
+    weights = np.where(bad, np.float32(1.0 / K), w / np.where(bad, 1.0, denom)).astype(np.float32)
+    weights[take == 0] = 0.0
+    return start[g] + np.maximum(take - 1, 0), weights
+
+
+def _entry_weights_torch(sims, g, counts, start, K, clip_negative):
+    """_entry_weights_np on device tensors (the CUDA path)."""
+    import torch
+
+    mult = counts[g]
+    before = torch.cumsum(mult, dim=1) - mult
+    take = torch.minimum(torch.clamp(K - before, min=0), mult)
+    w = torch.clamp(sims, min=0) if clip_negative else sims
+    denom = (w * take).sum(dim=1, keepdim=True)
+    bad = denom.abs() < 1e-6
+    weights = torch.where(bad, torch.full_like(w, 1.0 / K), w / torch.where(bad, torch.ones_like(denom), denom))
+    weights = torch.where(take > 0, weights, torch.zeros_like(weights))
+    return start[g] + torch.clamp(take - 1, min=0), weights
 
 
 def fit_instamap(
