@@ -302,3 +302,50 @@ def walip_confident(
         Wx, Wz = fit(np.concatenate([kept, seed_pairs]))
     final, final_scores = matches(Wx, Wz)
     return WalipResult(Wx, final, final_scores, losses, len(losses) - 1, history, Wz)
+
+
+def dictionary_criterion(X: np.ndarray, Y: np.ndarray, pairs: np.ndarray, *, n_src: int = 10000,
+                         n_tgt: int | None = 50000, knn: int = 10, n_pairs: int | None = 5000) -> float:
+    """An unsupervised score of an induced dictionary, for model selection without any gold dictionary.
+
+    MUSE's validation criterion (Conneau et al. 2018, "Word translation without parallel data", section 3.5):
+    translate the ``n_src`` most frequent source words by CSLS and take the mean cosine between them and
+    their translations. Maps of different runs are not comparable as they are (the multi-step fit whitens
+    and re-weights, which moves cosines by itself), so each dictionary is judged through the same lens:
+    an orthogonal Procrustes map refit on its ``n_pairs`` best pairs, on the unit rows of X and Y.
+    """
+    from services.alignment.retrieval import csls_topk, knn_mean_similarity
+
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)[: n_pairs or None]
+    if len(pairs) < 2:
+        return float("-inf")
+    X, Y = _unit(X), _unit(Y)
+    W = procrustes(X[pairs[:, 0]], Y[pairs[:, 1]]).astype(np.float32)
+    Xs = _unit(X[: min(n_src, len(X))] @ W)
+    Yt = Y[: min(n_tgt or len(Y), len(Y))]
+    r_tgt = knn_mean_similarity(Yt, Xs, min(knn, len(Xs)))
+    _, idx = csls_topk(Xs, Yt, 1, r_tgt)
+    return float(np.mean(np.einsum("nd,nd->n", Xs, Yt[idx[:, 0]])))
+
+
+def walip_select(X: np.ndarray, Y: np.ndarray, seed_pairs: np.ndarray, *, candidates: tuple[int, ...] = (1000, 2000, 4000, 8000),
+                 progress: ProgressFn | None = None, **kwargs: Any) -> tuple[WalipResult, list[dict]]:
+    """Run :func:`walip_confident` once per ``top_pairs`` candidate and keep the run whose final dictionary
+    scores best by :func:`dictionary_criterion` -- a rule that looks at no dictionary, so it transfers to
+    pairs nobody has a dictionary for. Returns (the chosen run, one row per candidate)."""
+    if not candidates:
+        raise InvalidInput("top_pairs candidates must not be empty", detail={"field": "top_pairs_candidates"})
+    best, table, chosen = None, [], 0
+    for i, top in enumerate(candidates):
+        def stage(name, cur, tot, info, _i=i):
+            if progress is not None:
+                progress(name, _i * tot + cur, len(candidates) * tot, {**info, "top_pairs": int(top)})
+        res = walip_confident(X, Y, seed_pairs, top_pairs=int(top), progress=stage if progress else None, **kwargs)
+        score = dictionary_criterion(X, Y, res.pairs)
+        table.append({"top_pairs": int(top), "criterion": score, "iterations": len(res.validation_losses),
+                      "final_pairs": int(len(res.pairs))})
+        if best is None or score > best[0]:  # ties keep the earlier (smaller) candidate
+            best, chosen = (score, res), i
+    for i, row in enumerate(table):
+        row["chosen"] = i == chosen
+    return best[1], table

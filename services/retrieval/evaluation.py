@@ -88,6 +88,7 @@ class CaptionBenchmark:
     name: str
     image_paths: list[Path]
     captions: dict[str, list[str]]  # lang -> one caption per image, aligned
+    listed: int = 0  # images the benchmark lists (image_paths holds those found, in list order)
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -96,38 +97,73 @@ def _read_lines(path: Path) -> list[str]:
         return [line.rstrip("\n").strip() for line in fh]
 
 
+def image_key(name: str) -> str:
+    """What identifies a photo across naming schemes: the Flickr id. Multi30K names a Flickr30k photo
+    ``<flickr id>.jpg``, Flickr8k ``<flickr id>_<secret>.jpg``; both give ``<flickr id>``."""
+    return Path(name).name.split(".", 1)[0].split("_", 1)[0]
+
+
+def find_images(names: Sequence[str], folder: Path) -> dict[int, Path]:
+    """Position in ``names`` -> file in ``folder``: the exact name, else a file with the same Flickr id
+    (:func:`image_key`), so a folder of Flickr8k-named photos serves Multi30K's lists."""
+    files = {p.name: p for p in folder.iterdir() if p.is_file()} if folder.is_dir() else {}
+    by_key: dict[str, Path] = {}
+    for name in sorted(files):
+        by_key.setdefault(image_key(name), files[name])
+    out = {}
+    for i, n in enumerate(names):
+        if not n:
+            continue
+        hit = files.get(n) or by_key.get(image_key(n))
+        if hit is not None:
+            out[i] = hit
+    return out
+
+
 def caption_benchmark(layout: str, captions_dir: Path, images_dir: Path | None, langs: Sequence[str] | None = None,
-                      limit: int | None = None) -> CaptionBenchmark:
+                      limit: int | None = None, split: str | None = None, partial: bool = False) -> CaptionBenchmark:
     """Load an XTD10 (``test_1kcaptions_<lang>.txt`` + ``test_image_names.txt``) or Multi30K
-    (``test_2016_flickr.<lang>.gz`` + ``test_2016_flickr.txt``) layout; ImagesMissing if the images are absent."""
+    (``<split>.<lang>.gz`` + ``<split>.txt``, split ``test_2016_flickr`` by default, or ``train``) layout.
+
+    Photos are matched by name or by Flickr id (:func:`find_images`). ImagesMissing when none is found,
+    or -- unless ``partial`` -- when some listed photo is missing; with ``partial`` the benchmark is the
+    photos found (``listed`` says how many the list has)."""
     captions_dir = Path(captions_dir)
     if layout == "xtd10":
+        if split:
+            raise InvalidInput("xtd10 has one split; --caption-split applies to multi30k", detail={"field": "split"})
         names_file, pattern = captions_dir / "test_image_names.txt", "test_1kcaptions_{}.txt"
     elif layout == "multi30k":
-        names_file, pattern = captions_dir / "test_2016_flickr.txt", "test_2016_flickr.{}.gz"
+        split = split or "test_2016_flickr"
+        names_file, pattern = captions_dir / f"{split}.txt", split + ".{}.gz"
     else:
         raise InvalidInput(f"unknown caption layout {layout!r}; known: xtd10, multi30k", detail={"field": "layout"})
     if not names_file.is_file():
-        raise InvalidInput(f"{names_file} not found: {captions_dir} is not a {layout} folder")
-    names = [n for n in _read_lines(names_file) if n]
-    available = sorted(p.name.split(".")[0].rsplit("_", 1)[-1] for p in captions_dir.glob(pattern.format("*")))
+        raise InvalidInput(f"{names_file} not found: {captions_dir} is not a {layout} folder (or has no split {split!r})")
+    names = _read_lines(names_file)  # line-aligned with the caption files
+    while names and not names[-1]:
+        names.pop()
+    available = sorted(p.name[len(pattern.split("{}")[0]):].split(".")[0] for p in captions_dir.glob(pattern.format("*")))
     chosen = list(langs) if langs else available
     missing_langs = [lang for lang in chosen if not (captions_dir / pattern.format(lang)).is_file()]
     if missing_langs:
         raise InvalidInput(f"{layout}: no captions for {missing_langs}; available: {available}",
                            detail={"available": available})
     where = Path(images_dir) if images_dir else None
-    found = [where / n for n in names if where is not None and (where / n).is_file()]
-    if where is None or len(found) < len(names):
+    found = find_images(names, where) if where is not None else {}
+    if not found or (len(found) < len(names) and not partial):
         raise ImagesMissing(
             f"{layout} images are not here: {len(found)} of {len(names)} listed images found in "
             f"{where if where else '(no --caption-images folder given)'}. The captions are in {captions_dir}; "
             f"the images ({'MSCOCO' if layout == 'xtd10' else 'Flickr30k'}) are not part of the benchmark data. "
             "Caption retrieval was NOT evaluated.",
             detail={"layout": layout, "found": len(found), "listed": len(names)})
-    captions = {lang: _read_lines(captions_dir / pattern.format(lang))[:len(names)] for lang in chosen}
-    n = min(len(names), limit or len(names))
-    return CaptionBenchmark(layout, found[:n], {k: v[:n] for k, v in captions.items()})
+    rows = sorted(found)[:limit or None]
+    captions = {}
+    for lang in chosen:
+        lines = _read_lines(captions_dir / pattern.format(lang))
+        captions[lang] = [lines[i] for i in rows]
+    return CaptionBenchmark(layout, [found[i] for i in rows], captions, len(names))
 
 
 @dataclass

@@ -120,6 +120,10 @@ def embed_image_folder(encoder: ImageEncoder, images_dir: str | os.PathLike, *, 
         if cached is not None:
             cached.seconds = time.perf_counter() - t0
             return cached
+    towered = _through_tower_cache(encoder, images_dir, paths, cache_dir, batch_size, progress)
+    if towered is not None:
+        towered.seconds = time.perf_counter() - t0
+        return towered
     names: list[str] = []
     skipped: list[str] = []
     chunks: list[np.ndarray] = []
@@ -144,3 +148,25 @@ def embed_image_folder(encoder: ImageEncoder, images_dir: str | os.PathLike, *, 
         _atomic_write_bytes(meta, lambda f: f.write(json.dumps(info).encode("utf-8")))
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _through_tower_cache(encoder: Any, images_dir: str | os.PathLike, paths: Sequence[Path],
+                         cache_dir: str | os.PathLike | None, batch_size: int,
+                         progress: Callable[[str, int, int, dict], None] | None) -> ImageSet | None:
+    """A compact CLIP (locked image tower + heads): its tower's outputs from the shared tower cache
+    (``<cache_dir>/towers``, services/clip/features.py), then only the heads. Retrained heads then never
+    re-run the image tower over the set. None (the caller encodes as usual) for any other encoder, without
+    a cache folder, or when an image of the set cannot be read (the usual path skips and counts it)."""
+    tower = getattr(encoder, "image_tower", None)
+    project = getattr(encoder, "image_features_to_clip", None)
+    if tower is None or project is None or cache_dir is None:
+        return None
+    from services.clip.features import image_features
+
+    try:
+        feats, hit = image_features(tower, images_dir, [p.name for p in paths], cache_dir=Path(cache_dir) / "towers",
+                                    batch_size=batch_size,
+                                    progress=(lambda st, cur, tot, m: progress("images", cur, tot, m or {})) if progress else None)
+    except InvalidInput:
+        return None
+    return ImageSet([p.name for p in paths], np.asarray(project(feats), dtype=np.float32), [], hit, None)

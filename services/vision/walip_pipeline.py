@@ -34,6 +34,11 @@ class FingerprintOptions:
     variant: str = "paper"
     filter_visual: bool = True
     max_words: int | None = None  # fingerprint only the first (most frequent) words of each list
+    # ours (off by default = the paper): keep only pivots that are mutual CSLS nearest neighbours
+    mutual: bool = False
+    # ours (off by default): fingerprint only words found in at least this many of the language CLIP's own
+    # training captions -- the words its text head was trained on (compact CLIPs with a static tower only)
+    min_caption_df: int | None = None
     templates: dict[str, list[str]] | None = None
     text_batch_size: int = 256
     image_batch_size: int = 64
@@ -61,6 +66,33 @@ def language_fingerprints(enc: LanguageEncoders, words: Sequence[str], lang: str
     if not blocks:
         return np.zeros((0, len(images)), dtype=np.float32)
     return np.concatenate(blocks)
+
+
+def caption_document_frequency(enc: LanguageEncoders, words: Sequence[str]) -> np.ndarray | None:
+    """In how many of its training captions a compact CLIP's static text tower saw each word (-1: not in its
+    vocabulary); None when the language's CLIP has no such tower. Read back from the IDF table the checkpoint
+    stores, idf = ln((1 + N) / (1 + df)) + 1, with N the number of captions it was fitted on (recorded by
+    services/vision/language_clips.py; else read off the largest idf, that of a word in no caption)."""
+    tower = getattr(enc.text, "text_tower", None)
+    idf, index = getattr(tower, "idf", None), getattr(tower, "index", None)
+    if idf is None or index is None:
+        return None
+    idf = np.asarray(idf, dtype=np.float64)
+    n_captions = (getattr(enc.text, "meta", None) or {}).get("idf_captions") or np.exp(idf.max() - 1.0) - 1.0
+    df = np.rint((1.0 + n_captions) * np.exp(1.0 - idf) - 1.0)
+    rows = np.asarray([index.get(w, -1) for w in words], dtype=np.int64)
+    return np.where(rows >= 0, df[np.maximum(rows, 0)], -1.0)
+
+
+def vocabulary_rows(enc: LanguageEncoders, words: Sequence[str], min_caption_df: int | None) -> np.ndarray:
+    """Rows of ``words`` to fingerprint: all, or those the CLIP's training captions hold ``min_caption_df`` times."""
+    if not min_caption_df:
+        return np.arange(len(words), dtype=np.int64)
+    df = caption_document_frequency(enc, words)
+    if df is None:
+        raise InvalidInput("min_caption_df needs a compact CLIP with a static word-vector text tower "
+                           f"({enc.source} has none)", detail={"field": "min_caption_df"})
+    return np.flatnonzero(df >= int(min_caption_df)).astype(np.int64)
 
 
 @dataclass
@@ -107,13 +139,17 @@ def compute_pivots(src_words: Sequence[str], tgt_words: Sequence[str], *, src_en
     timings["images"] = time.perf_counter() - t
     src_images, tgt_images = image_sets[src_enc.image.identity], image_sets[tgt_enc.image.identity]
     t = time.perf_counter()
-    src_fp = language_fingerprints(src_enc, list(src_words[:n_src]), src_lang, src_images, options, progress)
-    tgt_fp = language_fingerprints(tgt_enc, list(tgt_words[:n_tgt]), tgt_lang, tgt_images, options, progress)
+    src_rows = vocabulary_rows(src_enc, list(src_words[:n_src]), options.min_caption_df)
+    tgt_rows = vocabulary_rows(tgt_enc, list(tgt_words[:n_tgt]), options.min_caption_df)
+    src_fp = language_fingerprints(src_enc, [src_words[i] for i in src_rows], src_lang, src_images, options, progress)
+    tgt_fp = language_fingerprints(tgt_enc, [tgt_words[i] for i in tgt_rows], tgt_lang, tgt_images, options, progress)
     timings["text"] = time.perf_counter() - t
     t = time.perf_counter()
-    pivots = fingerprint_pivots(src_fp, tgt_fp, q=options.q, k=options.k, knn=options.knn,
-                                sparsify_quantile=options.sparsify_quantile, variant=options.variant,
-                                filter_visual=options.filter_visual)
+    found = fingerprint_pivots(src_fp, tgt_fp, q=options.q, k=options.k, knn=options.knn,
+                               sparsify_quantile=options.sparsify_quantile, variant=options.variant,
+                               filter_visual=options.filter_visual, mutual=options.mutual)
+    pivots = PivotResult(np.stack([src_rows[found.pairs[:, 0]], tgt_rows[found.pairs[:, 1]]], axis=1).astype(np.int64),
+                         found.scores, found.threshold, src_rows[found.src_kept], tgt_rows[found.tgt_kept])
     timings["matching"] = time.perf_counter() - t
     if progress is not None:
         progress("pivots", 1, 1, {"n_pivots": int(len(pivots.pairs))})

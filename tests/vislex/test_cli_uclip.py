@@ -109,3 +109,104 @@ def test_uclip_train_bad_input_is_one_line_error(setup, hashing_encoder, tmp_pat
                                     "--texts", str(d / "texts.txt"), "--data-dir", str(tmp_path), *_clip_args(ckpt)])
     assert r.exit_code == 1
     assert "error:" in r.output and "does not exist" in r.output and "Traceback" not in r.output
+
+
+# ---------------------------------------------------------------------------------------------
+# uCLIP for real on tiny data: an English-only compact CLIP (pixels tower + static vectors), heads trained with
+# no pairs, evaluated through `vislex uclip evaluate --captions multi30k` on Flickr-named photos
+# ---------------------------------------------------------------------------------------------
+
+
+class AlignedEncoder(HashingTextEncoder):
+    """A stand-in multilingual encoder: French colour words embed as their English translations."""
+
+    def __init__(self):
+        from services.clip.testing import COLOURS
+
+        super().__init__(dim=48, languages=("en", "fr"), name="aligned-48")
+        self.to_en = {fr: en for en, (_, fr) in COLOURS.items()} | {"une": "a", "image": "picture", "de": "of"}
+
+    def _token_vector(self, token: str) -> np.ndarray:
+        return super()._token_vector(self.to_en.get(token, token))
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    """Photos dealt into disjoint sets: clip (English CLIP training), queries, images (bank V), texts (bank M), test."""
+    import gzip
+
+    from services.clip.testing import make_captioned_set
+    from services.clip.training import run_clip_training
+
+    d = tmp_path_factory.mktemp("uclip-real")
+    paths = make_captioned_set(d / "data", n_images=144, seed=2)
+    lines = [line.split("\t") for line in paths["captions"].read_text(encoding="utf-8").splitlines()]
+    names = sorted({im for im, _ in lines})
+    sets = {"clip": names[:48], "queries": names[48:72], "images": names[72:96], "texts": names[96:120],
+            "test": names[120:]}
+    owner = {n: k for k, v in sets.items() for n in v}
+    assert sum(map(len, sets.values())) == len(names) == len(owner)  # disjoint and complete
+    en = [(im, c) for im, c in lines if not c.startswith("une ")]
+    fr = {im: c for im, c in lines if c.startswith("une ")}
+    (d / "en.tsv").write_text("".join(f"{im}\t{c}\n" for im, c in en if owner[im] == "clip"), encoding="utf-8")
+    clip = run_clip_training({"images_dir": str(paths["images"]), "captions": str(d / "en.tsv"),
+                              "image_tower": "pixels-8", "text_tower": f"static:{paths['vectors']}",
+                              "language": "en", "out_dir": str(d), "checkpoint_name": "clip-en.pt",
+                              "config": {"head": "linear", "epochs": 40, "batch_size": 16, "val_fraction": 0.2,
+                                         "lr": 1e-2, "patience": 40, "embed_dim": 32}})["checkpoint"]
+    bank = d / "bank"
+    bank.mkdir()
+    for n in sets["images"]:
+        (bank / n).write_bytes((paths["images"] / n).read_bytes())
+    # Multi30K layout over ALL photos (Flickr30k-style names <id>.jpg); the test photos Flickr8k-style <id>_<secret>
+    ids = {n: str(1000 + i) for i, n in enumerate(names)}
+    m30k = d / "multi30k"
+    m30k.mkdir()
+    (m30k / "train.txt").write_text("".join(f"{ids[n]}.jpg\n" for n in names), encoding="utf-8")
+    en_one = {}
+    for im, c in en:
+        en_one.setdefault(im, c)
+    for lang, table in (("en", en_one), ("fr", fr)):
+        with gzip.open(m30k / f"train.{lang}.gz", "wt", encoding="utf-8") as fh:
+            fh.write("".join(table[n] + "\n" for n in names))
+    test_dir = d / "test-photos"
+    test_dir.mkdir()
+    for n in sets["test"]:
+        (test_dir / f"{ids[n]}_abc{ids[n][-2:]}.png").write_bytes((paths["images"] / n).read_bytes())
+    queries = [c for im, c in en if owner[im] == "queries"]
+    texts = [fr[n] for n in sets["texts"]]
+    return {"dir": d, "clip": clip, "bank": bank, "queries": queries, "texts": texts, "m30k": m30k,
+            "test_dir": test_dir, "sets": sets}
+
+
+def test_uclip_heads_with_no_pairs_carry_french_queries_to_photos(real, tmp_path, monkeypatch):
+    from models import text_encoders
+    from models.clip import ClipSpec, load_clip
+    from services.retrieval.training import run_uclip_training
+
+    monkeypatch.setattr(text_encoders, "load_text_encoder", lambda name: AlignedEncoder())
+    clip = load_clip(ClipSpec(checkpoint=real["clip"]))
+    assert clip.languages == ("en",)  # trained on English captions only
+    result = run_uclip_training({"queries": real["queries"], "images_dir": str(real["bank"]), "texts": real["texts"],
+                                 "data_dir": str(tmp_path), "output": str(tmp_path / "heads.pt"), "activate": False,
+                                 "config": {"epochs": 30, "batch_size": 16, "lr": 3e-3, "device": "cpu",
+                                            "heads": {"hidden_dim": 64, "out_dim": 32}}},
+                                clip=clip, text_encoder=AlignedEncoder())
+    # distinct texts only (12 colours: the same caption recurs)
+    assert result["counts"] == {"queries": len(set(real["queries"])), "images": 24, "texts": len(set(real["texts"])),
+                                "images_dir": str(real["bank"])}
+    r = CliRunner().invoke(_cli(), ["uclip", "evaluate", "--heads", result["checkpoint"], "--clip-checkpoint", real["clip"],
+                                    "--no-classification", "--captions", "multi30k", "--captions-dir", str(real["m30k"]),
+                                    "--caption-split", "train", "--caption-images", str(real["test_dir"]),
+                                    "--langs", "en,fr", "--data-dir", str(tmp_path), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    assert report["caption_photos"] == {"found": 24, "listed": 144, "split": "train"}
+    rows = {(row["model"], row["lang"]): row for row in report["captions"]}
+    assert set(rows) == {(m, lang) for m in ("clip (no heads)", "uclip heads") for lang in ("en", "fr")}
+    assert all(row["images"] == 24 for row in rows.values())
+    floor, heads = rows[("clip (no heads)", "fr")], rows[("uclip heads", "fr")]
+    # 12 colours, 2 test photos each: R@5 can reach 100; the English CLIP reads French as noise
+    assert heads["t2i R@5"] >= 80.0 and heads["i2t R@5"] >= 80.0
+    assert heads["t2i R@5"] >= floor["t2i R@5"] + 30.0
+    assert rows[("clip (no heads)", "en")]["t2i R@5"] >= 80.0  # the frozen CLIP itself works in English

@@ -153,7 +153,13 @@ def register(app: typer.Typer) -> None:
         max_images: Optional[int] = typer.Option(None, "--max-images", min=1, help="classification images (random subset)"),
         captions: Optional[str] = typer.Option(None, "--captions", help="xtd10 or multi30k"),
         captions_dir: Optional[Path] = typer.Option(None, "--captions-dir", help="default: the benchmark data's folder"),
-        caption_images: Optional[Path] = typer.Option(None, "--caption-images", help="folder holding the benchmark's images"),
+        caption_images: Optional[Path] = typer.Option(None, "--caption-images", help="folder holding the benchmark's images "
+                                                      "(matched by name or Flickr id: <flickr id>_<secret>.jpg serves <flickr id>.jpg); "
+                                                      "the benchmark is the listed photos found there"),
+        caption_split: Optional[str] = typer.Option(None, "--caption-split", help="multi30k split: test_2016_flickr "
+                                                    "(default) or train (the Flickr8k photos have train captions)"),
+        classification: bool = typer.Option(True, "--classification/--no-classification",
+                                            help="zero-shot ImageNet-sample classification rows"),
         text_encoder: str = typer.Option(defaults["text_encoder"], "--text-encoder"),
         clip_model: str = typer.Option(defaults["clip_model"], "--clip-model"),
         clip_pretrained: Optional[str] = typer.Option(defaults["clip_pretrained"], "--clip-pretrained"),
@@ -203,26 +209,31 @@ def register(app: typer.Typer) -> None:
         report: dict[str, Any] = {"clip_weights": "random" if is_random else "pretrained",
                                   "clip": getattr(clip, "label", None), "text_encoder": encoder.name,
                                   "heads": str(heads_path) if heads_path else None}
-        data = E.imagenet_samples(imagenet, babel, en_classnames, lang_list, limit=max_images)
-        _eprint(f"[classification] embedding {len(data.image_paths)} images")
-        image_raw = encode_images_cached(clip, data.image_paths, cache, progress=_progress)
-        rows = E.zero_shot_rows(image_raw, data, clip_text=clip_text, text_encode=text_encode, heads=head_model)
-        report["classification"] = rows
-        typer.echo("zero-shot classification, ImageNet samples (percent)")
-        typer.echo(E.format_table(rows))
+        if classification:
+            data = E.imagenet_samples(imagenet, babel, en_classnames, lang_list, limit=max_images)
+            _eprint(f"[classification] embedding {len(data.image_paths)} images")
+            image_raw = encode_images_cached(clip, data.image_paths, cache, progress=_progress)
+            rows = E.zero_shot_rows(image_raw, data, clip_text=clip_text, text_encode=text_encode, heads=head_model)
+            report["classification"] = rows
+            typer.echo("zero-shot classification, ImageNet samples (percent)")
+            typer.echo(E.format_table(rows))
         if captions:
             default_dir = DATA / "captions" / captions
             try:
-                bench = E.caption_benchmark(captions, captions_dir or default_dir, caption_images, lang_list or None)
+                bench = E.caption_benchmark(captions, captions_dir or default_dir, caption_images, lang_list or None,
+                                            split=caption_split, partial=True)
             except E.ImagesMissing as exc:
                 report["captions"] = {"skipped": exc.message}
                 typer.echo(f"\ncaption retrieval ({captions}): NOT RUN -- {exc.message}")
             else:
+                _eprint(f"[captions] {len(bench.image_paths)} of the {bench.listed} listed photos found in {caption_images}")
                 image_cap = encode_images_cached(clip, bench.image_paths, cache, progress=_progress)
                 cap_rows = E.caption_rows(image_cap, bench, clip_text=clip_text, text_encode=text_encode,
                                           heads=head_model)
                 report["captions"] = cap_rows
-                typer.echo(f"\ncaption retrieval ({captions}), R@K percent")
+                report["caption_photos"] = {"found": len(bench.image_paths), "listed": bench.listed,
+                                            "split": caption_split or ("test_2016_flickr" if captions == "multi30k" else None)}
+                typer.echo(f"\ncaption retrieval ({captions}, {len(bench.image_paths)} photos), R@K percent")
                 typer.echo(E.format_table(cap_rows))
         if is_random:
             typer.echo("\n" + RANDOM_WARNING)

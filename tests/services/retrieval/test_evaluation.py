@@ -101,3 +101,36 @@ def test_zero_shot_rows_with_and_without_heads():
     assert rows[0]["top1"] == 66.67 and rows[0]["classes"] == 3 and rows[0]["images"] == 3
     assert rows[1]["top1"] == 100.0 and rows[1]["macro_f1"] == 100.0
     assert zero_shot_rows(image_raw, data, clip_text=clip_text, text_encode=None, heads=None)[0]["top1"] == 66.67
+
+
+def test_multi30k_names_match_flickr8k_photos_by_id_and_partial_folders(tmp_path):
+    import gzip
+
+    from services.retrieval.evaluation import ImagesMissing, caption_benchmark, find_images, image_key
+
+    assert image_key("1000268201_693b08cb0e.jpg") == image_key("1000268201.jpg") == "1000268201"
+    caps = tmp_path / "m30k"
+    caps.mkdir()
+    names = ["111.jpg", "222.jpg", "333.jpg", "444.jpg"]
+    (caps / "train.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+    for lang in ("de", "fr"):
+        with gzip.open(caps / f"train.{lang}.gz", "wt", encoding="utf-8") as fh:
+            fh.write("".join(f"{lang} caption {n}\n" for n in names))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("333_ab12.jpg", "111_cd34.jpg", "999_zz.jpg"):  # Flickr8k names; 999 is listed nowhere
+        (photos / name).write_bytes(b"x")
+    (photos / "222.jpg").write_bytes(b"x")  # an exact name works too
+    assert {i: p.name for i, p in find_images(names, photos).items()} == {0: "111_cd34.jpg", 1: "222.jpg",
+                                                                        2: "333_ab12.jpg"}
+    bench = caption_benchmark("multi30k", caps, photos, ["fr"], split="train", partial=True)
+    # list order, captions aligned by line, the missing 444 left out
+    assert [p.name for p in bench.image_paths] == ["111_cd34.jpg", "222.jpg", "333_ab12.jpg"] and bench.listed == 4
+    assert bench.captions == {"fr": ["fr caption 111.jpg", "fr caption 222.jpg", "fr caption 333.jpg"]}
+    with pytest.raises(ImagesMissing, match="3 of 4"):  # without partial a missing photo is an error
+        caption_benchmark("multi30k", caps, photos, ["fr"], split="train")
+    with pytest.raises(ImagesMissing, match="0 of 4"):
+        caption_benchmark("multi30k", caps, tmp_path / "empty", ["fr"], split="train", partial=True)
+    with pytest.raises(Exception, match="no split"):
+        caption_benchmark("multi30k", caps, photos, ["fr"], split="val")
+    assert sorted(caption_benchmark("multi30k", caps, photos, None, split="train", partial=True).captions) == ["de", "fr"]
