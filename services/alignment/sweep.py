@@ -6,8 +6,9 @@ backward), each an n × m × d product. Here:
 - NN: one sweep; each block gives its rows' maxima and updates a running maximum per column.
 - CSLS (methods.md, "CSLS retrieval"): two sweeps. The first gives each row's top-K (r_T(x), mean cosine
   to its K nearest targets) and updates a running top-K per column (r_S(y)); the second scores each block
-  as the full CSLS 2 cos − r_T(x) − r_S(y) and takes row and column maxima — a row's best target under
-  2 cos − r_S and a column's best source under 2 cos − r_T, as the reference ranks them. The second sweep
+  as the full CSLS 2 cos − r_T(x) − r_S(y) (straight from the product of augmented vectors) and takes row
+  and column maxima — a row's best target under 2 cos − r_S and a column's best source under 2 cos − r_T,
+  as the reference ranks them. The second sweep
   can be limited to the rows whose forward neighbour is wanted and the columns whose backward one is
   (L1's reference rule: the first 10k of each side, with r over the whole vocabularies).
 
@@ -53,15 +54,49 @@ def score_blocks(Q: np.ndarray, T: np.ndarray, *, device="auto", block_elements:
     if dev.type == "cpu" and not TORCH_BLOCKS_ON_CPU:
         Q32, T32 = _f32(Q), _f32(T)
         buffer = np.empty((rows, m), dtype=np.float32)
+        pool, threads = _gemm_pool()
         for start in range(0, n, rows):
             q = Q32[start : start + rows]
             out = buffer[: len(q)]
-            np.matmul(q, T32.T, out=out)
+            if threads > 1 and len(q) >= 2 * threads:
+                parts = np.array_split(np.arange(len(q)), threads)
+                with _BLAS_LIMITS[0].limit(limits=1, user_api="blas"):
+                    list(pool.map(lambda r: np.matmul(q[r[0] : r[-1] + 1], T32.T, out=out[r[0] : r[-1] + 1]), parts))
+            else:
+                np.matmul(q, T32.T, out=out)
             yield start, torch.from_numpy(out)
         return
     Tt = torch.from_numpy(_f32(T)).to(dev)
     for start in range(0, n, rows):
         yield start, torch.from_numpy(_f32(Q[start : start + rows])).to(dev) @ Tt.T
+
+
+_POOL: list = []
+_BLAS_LIMITS: list = []
+
+
+def _gemm_pool():
+    """(thread pool, threads) for block products: one single-threaded BLAS call per core, from Python threads.
+
+    numpy's OpenBLAS threads spin after each call and fight torch's OpenMP threads (the reductions that
+    follow) for the cores: measured on the busy 2-core box, a CSLS sweep of 20k × 20k ran 18.6-23.2 s with
+    one BLAS thread per call (BLAS limited to one thread only while the block is computed) against 28.4 s
+    with OpenBLAS's own two threads.
+    """
+    if not _POOL:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from services.alignment.retrieval import available_threads
+
+        threads = available_threads()
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS_LIMITS.append(ThreadpoolController())
+        except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+            threads = 1
+        _POOL.append((ThreadPoolExecutor(threads, thread_name_prefix="vislex-gemm") if threads > 1 else None, threads))
+    return _POOL[0]
 
 
 class _ColumnBest:
@@ -109,6 +144,33 @@ def _column_topk(S, col, k: int) -> None:
     col[:, touched] = torch.topk(torch.cat([col[:, touched], pad]), col.shape[0], dim=0).values
 
 
+def _column_topk_np(S: np.ndarray, col: np.ndarray) -> None:
+    """_column_topk on CPU: the merge of the few entries that enter runs in numpy (no thread-pool wake-ups)."""
+    import torch
+
+    k, m = col.shape
+    above = S > col[-1]
+    count = int(np.count_nonzero(above))
+    if count == 0:
+        return
+    if count > 2 * m:
+        top = torch.topk(torch.from_numpy(S), min(k, S.shape[0]), dim=0).values.numpy()
+        col[:] = torch.topk(torch.from_numpy(np.vstack([col, top])), k, dim=0).values.numpy()
+        return
+    flat = np.flatnonzero(above)  # faster than np.nonzero on 2-d masks
+    rows, cols = np.divmod(flat, m)
+    values = S.ravel()[flat]
+    touched, inverse, counts = np.unique(cols, return_inverse=True, return_counts=True)
+    order = np.argsort(inverse, kind="stable")
+    starts = np.cumsum(counts) - counts
+    rank = np.arange(len(order)) - starts[inverse[order]]
+    pad = np.full((int(counts.max()), len(touched)), -np.inf, dtype=np.float32)
+    pad[rank, inverse[order]] = values[order]
+    merged = np.vstack([col[:, touched], pad])
+    col[:, touched] = -np.partition(-merged, k - 1, axis=0)[:k] if len(merged) > k else merged
+    col[:, touched] = -np.sort(-col[:, touched], axis=0)
+
+
 def mutual_nn_fused(
     Xs: np.ndarray, Ys: np.ndarray, *, retrieval: str = "csls", knn: int = 10, device="auto",
     fwd_rows: int | None = None, bwd_cols: int | None = None,
@@ -129,27 +191,34 @@ def mutual_nn_fused(
     bc = m if bwd_cols is None else min(int(bwd_cols), m)
     stats = {"sweeps": 1 if retrieval == "nn" else 2}
     with torch.no_grad():
-        bias_rows = bias_cols = None
+        A, B, scale = Xs, Ys, 1.0
         if retrieval == "csls":
             kx, ky = min(int(knn), m), min(int(knn), n)
             r_src = torch.empty(n, device=dev)
-            col = torch.full((ky, m), -torch.inf, device=dev)
+            on_cpu = dev.type == "cpu" and not TORCH_BLOCKS_ON_CPU
+            col = np.full((ky, m), -np.inf, np.float32) if on_cpu else torch.full((ky, m), -torch.inf, device=dev)
             for start, S in score_blocks(Xs, Ys, device=dev):
                 r_src[start : start + len(S)] = torch.topk(S, kx, dim=1).values.double().mean(dim=1).float()
-                _column_topk(S, col, ky)
+                if on_cpu:
+                    _column_topk_np(S.numpy(), col)
+                else:
+                    _column_topk(S, col, ky)
+            col = torch.from_numpy(col) if on_cpu else col
             r_tgt = col.double().mean(dim=0).float()  # r_S(y): y's neighbourhood among sources
-            bias_rows, bias_cols = r_src, r_tgt
+            # The second sweep scores CSLS/2 = x·y − r_T(x)/2 − r_S(y)/2 straight from the product: [x, −r_T/2, 1]
+            # against [y, 1, −r_S/2] (methods.md's augmented vectors), so no pass over the block but the maxima.
+            half_src, half_tgt = -0.5 * r_src.cpu().numpy()[:, None], -0.5 * r_tgt.cpu().numpy()[:, None]
+            A = np.hstack([_f32(Xs), half_src, np.ones_like(half_src)])
+            B = np.hstack([_f32(Ys), np.ones_like(half_tgt), half_tgt])
+            scale = 2.0
         fwd_s = torch.empty(fr, device=dev)
         fwd = torch.empty(fr, dtype=torch.long, device=dev)
         best = _ColumnBest(bc, dev)
-        for start, S in score_blocks(Xs[:fr], Ys, device=dev):
-            if bias_rows is not None:  # the full CSLS; constant terms do not move a row's or column's argmax
-                S.mul_(2.0).sub_(bias_cols).sub_(bias_rows[start : start + len(S), None])
+        for start, S in score_blocks(A[:fr], B, device=dev):
             fwd_s[start : start + len(S)], fwd[start : start + len(S)] = S.max(dim=1)
             best.update(S[:, :bc], start)
         if fr < n and bc > 0:  # sources beyond fwd_rows only compete for the first bwd_cols targets
-            for start, S in score_blocks(Xs[fr:], Ys[:bc], device=dev):
-                if bias_rows is not None:
-                    S.mul_(2.0).sub_(bias_cols[:bc]).sub_(bias_rows[fr + start : fr + start + len(S), None])
+            for start, S in score_blocks(A[fr:], B[:bc], device=dev):
                 best.update(S, fr + start)
+        fwd_s = fwd_s * scale
         return fwd.cpu().numpy(), best.index.cpu().numpy(), fwd_s.cpu().numpy(), stats
