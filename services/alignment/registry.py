@@ -111,9 +111,20 @@ def _fit_walip(X, Y, seeds, opts, progress) -> StageFit:
         raise InvalidInput(f"unknown WALIP variant {opts['variant']!r}; known: {', '.join(WALIP_VARIANTS)}",
                            detail={"field": "variant", "known": list(WALIP_VARIANTS)})
     if opts["variant"] == "confident":
-        res = walip_confident(X, Y, seeds, top_pairs=int(opts["top_pairs"]), max_iter=int(opts["confident_iters"]),
-                              max_vocab=opts["confident_vocab"], knn=int(opts["knn"]), progress=progress)
+        confident = {"max_iter": int(opts["confident_iters"]), "max_vocab": opts["confident_vocab"], "knn": int(opts["knn"]),
+                     "progress": progress}
+        selection = None
+        if opts["top_pairs"] == "auto":  # chosen per pair by an unsupervised criterion (walip_select): no dictionary
+            from services.alignment.walip import walip_select
+
+            res, selection = walip_select(X, Y, seeds, candidates=tuple(int(c) for c in opts["top_pairs_candidates"]),
+                                          **confident)
+        elif isinstance(opts["top_pairs"], (int, float)) and not isinstance(opts["top_pairs"], bool):
+            res = walip_confident(X, Y, seeds, top_pairs=int(opts["top_pairs"]), **confident)
+        else:
+            raise InvalidInput("top_pairs must be a number or 'auto'", detail={"field": "top_pairs"})
         stats = {"variant": "confident", "seed_pairs": len(seeds), "iterations": len(res.validation_losses),
+                 **({"top_pairs_selection": selection} if selection is not None else {}),
                  "best_iteration": res.best_iteration + 1, "final_pairs": len(res.pairs), "history": res.history,
                  # the returned map's iteration (the variant keeps the last fit; see walip_confident)
                  "best_validation_loss": float(res.validation_losses[res.best_iteration])}
@@ -246,7 +257,8 @@ ALIGNERS: dict[str, Aligner] = {
         "q_schedule": [0.5, 0.5, 0.3, 0.1], "k_schedule": [10, 5, 3, 1], "max_iter": 40, "patience": 1, "tol": 0.01,
         "robust": True,
         # "confident" (ours, the default: measured better on these vectors) or the paper's / authors' code loop.
-        "variant": "confident", "top_pairs": 2000, "confident_iters": 6, "confident_vocab": 10000,
+        "variant": "confident", "top_pairs": 2000, "top_pairs_candidates": [1000, 2000, 4000, 8000],
+        "confident_iters": 6, "confident_vocab": 10000,
         "n_inner": 5, "eps": 1e-3, "max_vocab": 15000, "knn": 10, "quantile_samples": 1_000_000, "seed": 0,
     }, description="WALIP step 2: iterative fits on confident CSLS matches (variant confident: mutual top pairs + "
                    "seeds, multi-step maps; paper/code: robust Procrustes with the q/k schedules)"),

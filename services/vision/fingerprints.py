@@ -200,3 +200,23 @@ def pivot_precision(pairs: np.ndarray, gold: np.ndarray) -> dict[str, float | in
         "n_evaluable": n_eval,
         "n_correct": int(correct.sum()),
     }
+
+
+FREQUENCY_BANDS = ((0, 1000), (1000, 5000), (5000, 20000), (20000, None))
+
+
+def pivot_precision_bands(pairs: np.ndarray, gold: np.ndarray,
+                          bands: tuple[tuple[int, int | None], ...] = FREQUENCY_BANDS) -> list[dict[str, float | int | str]]:
+    """:func:`pivot_precision` per frequency band of the source word (its row = its frequency rank), each with
+    a 95 % Wilson score interval of the precision (the pivots are few: the interval is the honest number)."""
+    from services.sentences.evaluation import wilson
+
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    out = []
+    for lo, hi in (*bands, (0, None)):
+        sel = (pairs[:, 0] >= lo) & (pairs[:, 0] < (hi if hi is not None else np.iinfo(np.int64).max))
+        m = pivot_precision(pairs[sel], gold)
+        low, high = wilson(m["n_correct"], m["n_evaluable"]) if m["n_evaluable"] else (float("nan"), float("nan"))
+        out.append({"band": f"{lo}-{hi if hi is not None else ''}" if (lo, hi) != (0, None) else "all", **m,
+                    "ci_low": low, "ci_high": high})
+    return out

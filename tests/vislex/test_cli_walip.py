@@ -172,3 +172,27 @@ def test_pivots_bad_templates_file_is_one_line(setup, tmp_path):
     r = _cli("pivots", d / "wiki.en.vec", d / "wiki.fr.vec", "--images", images, "--src-lang", "en",
              "--tgt-lang", "fr", "--out", tmp_path / "p.txt", *_clip_args(ckpt), "--templates", tmp_path / "t.json")
     _one_line_error(r, "--templates", "exactly one")
+
+
+def test_align_with_two_compact_clips_trained_on_disjoint_photos(tmp_path):
+    """The issue-15 setting from the command line: a CLIP per language (static towers, disjoint photos), pivots over
+    held-out photos, union with identical strings, step 2 -- the planted rotation is recovered."""
+    from services.clip.testing import COLOURS
+    from services.vision.testing import tiny_language_clips
+
+    tiny = tiny_language_clips(tmp_path / "tiny")
+    (tmp_path / "bare.json").write_text(json.dumps({"en": ["{}"], "fr": ["{}"]}), encoding="utf-8")
+    (tmp_path / "test.txt").write_text("".join(f"{en} {fr}\n" for en, (_, fr) in COLOURS.items()), encoding="utf-8")
+    r = _cli("align", tiny.vectors["en"], tiny.vectors["fr"], "--method", "walip", "--seed", "fingerprints+identical",
+             "--images", tiny.fingerprint_images, "--clip-checkpoint", tiny.checkpoints["en"],
+             "--tgt-clip-checkpoint", tiny.checkpoints["fr"], "--src-lang", "en", "--tgt-lang", "fr",
+             "--templates", tmp_path / "bare.json", "--fingerprint-option", "min_caption_df=1",
+             "--fingerprint-option", "filter_visual=false", "--eval-dictionary", tmp_path / "test.txt",
+             "--out", tmp_path / "map.npz", "--cache-dir", tmp_path / "cache")
+    assert r.exit_code == 0, r.output
+    summary = _strict(r.stdout.strip().splitlines()[-1])
+    assert summary["seed"] == "fingerprints+identical" and summary["identical_pairs"] == 2  # orange, cyan
+    assert summary["pivot_pairs"] == 12 and 12 <= summary["seed_pairs"] <= 14
+    assert summary["initial_matching_precision"] >= 0.6
+    assert summary["p@1"] == 1.0
+    assert summary["fingerprints"]["src_visual_words"] == 12  # the caption vocabulary: the colour words only

@@ -312,7 +312,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="where to write the mapping (.npz)"),
         seed: Optional[str] = typer.Option(
             None, "--seed", help="seed pairs: identical (same strings), dictionary (--dictionary), fingerprints "
-            "(CLIP pivots over --images, WALIP step 1) or none; default: dictionary when --dictionary is given, else identical"),
+            "(CLIP pivots over --images, WALIP step 1), fingerprints+identical (their union) or none; default: "
+            "dictionary when --dictionary is given, else identical"),
         dictionary: Optional[Path] = typer.Option(None, "--dictionary", help="training dictionary, 'source target' per line"),
         max_vocab: Optional[int] = typer.Option(None, "--max-vocab", min=1, help="use only the first N (most frequent) words"),
         normalize: str = typer.Option(DEFAULT_NORMALIZE, "--normalize",
@@ -342,13 +343,14 @@ def register(app: typer.Typer) -> None:
 
         if seed is None:
             seed = "dictionary" if dictionary is not None else "identical"
-        if seed not in ("identical", "dictionary", "fingerprints", "none"):
-            raise InvalidInput(f"--seed must be identical, dictionary, fingerprints or none, got {seed!r}")
+        if seed not in ("identical", "dictionary", "fingerprints", "fingerprints+identical", "none"):
+            raise InvalidInput(f"--seed must be identical, dictionary, fingerprints, fingerprints+identical or none, "
+                               f"got {seed!r}")
         options = parse_options(option)
         registry.parse_method(method)  # unknown names fail before any loading
         started = time.perf_counter()
         fp = None
-        if seed == "fingerprints":  # CLIP and images are checked before the (long) vector loading
+        if seed.startswith("fingerprints"):  # CLIP and images are checked before the (long) vector loading
             fp = _FingerprintCLI(src_vectors, tgt_vectors, images=images, src_lang=src_lang, tgt_lang=tgt_lang,
                                  clip_model=clip_model, clip_pretrained=clip_pretrained, clip_checkpoint=clip_checkpoint,
                                  tgt_clip_model=tgt_clip_model, tgt_clip_pretrained=tgt_clip_pretrained,
@@ -374,6 +376,13 @@ def register(app: typer.Typer) -> None:
         fp_info: dict[str, Any] = {}
         if fp is not None:
             seeds, fp_info = fp.pivots(src, tgt, gold)
+            if seed == "fingerprints+identical":
+                import numpy as np
+
+                identical = seed_pairs_for("identical", src, tgt, None)
+                seeds = np.unique(np.concatenate([seeds, identical]), axis=0)
+                fp_info["identical_pairs"] = int(len(identical))
+                _eprint(f"[seed] {len(seeds)} pairs in the union of pivots and identical strings")
         else:
             seeds = seed_pairs_for(seed, src, tgt, dictionary)
         result = registry.align(src, tgt, method, seed_pairs=seeds, options=options, progress=_progress)
@@ -389,7 +398,7 @@ def register(app: typer.Typer) -> None:
             mapping.params.setdefault("normalize", normalize)
             mapping.params.setdefault("max_vocab", max_vocab)
             if fp is not None:
-                mapping.params.update(seed="fingerprints", seed_pairs=used_pairs)
+                mapping.params.update(seed=seed, seed_pairs=used_pairs)
             if hasattr(mapping, "content_hash"):
                 mapping.version = mapping.content_hash()  # the preprocessing is part of what was fitted
         if isinstance(getattr(mapping, "stats", None), dict):
@@ -420,6 +429,8 @@ def register(app: typer.Typer) -> None:
             payload["seed_requested"] = seed
         if fp is not None:
             payload["pivot_pairs"] = fp_info["pivot_pairs"]
+            if "identical_pairs" in fp_info:
+                payload["identical_pairs"] = fp_info["identical_pairs"]
             payload["fingerprints"] = fp_info["fingerprints"]
             if gold is not None:
                 payload["initial_matching_precision"] = fp_info["initial_matching_precision"]

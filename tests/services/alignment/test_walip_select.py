@@ -39,3 +39,15 @@ def test_select_runs_every_candidate_and_keeps_the_best_by_criterion(world):
     assert nn_accuracy(world.src.vectors @ res.W, world.tgt.vectors @ res.Wz, world.gold) > 0.9
     with pytest.raises(InvalidInput):
         walip_select(world.src.vectors, world.tgt.vectors, seeds, candidates=())
+
+
+def test_registry_top_pairs_auto_records_the_selection(world):
+    from services.alignment.registry import align
+
+    res = align(world.src, world.tgt, "walip", options={"top_pairs": "auto", "top_pairs_candidates": [50, 400],
+                                                         "confident_vocab": None})
+    stage = res.mapping.stats["stages"][0]
+    assert [row["top_pairs"] for row in stage["top_pairs_selection"]] == [50, 400]
+    assert sum(row["chosen"] for row in stage["top_pairs_selection"]) == 1
+    with pytest.raises(InvalidInput, match="top_pairs"):
+        align(world.src, world.tgt, "walip", options={"top_pairs": "many"})
