@@ -210,3 +210,43 @@ def test_uclip_heads_with_no_pairs_carry_french_queries_to_photos(real, tmp_path
     assert heads["t2i R@5"] >= 80.0 and heads["i2t R@5"] >= 80.0
     assert heads["t2i R@5"] >= floor["t2i R@5"] + 30.0
     assert rows[("clip (no heads)", "en")]["t2i R@5"] >= 80.0  # the frozen CLIP itself works in English
+
+
+def test_uclip_heads_serve_french_gallery_search_and_classify_over_http(real, make_client, tmp_path, monkeypatch):
+    """The English-only compact CLIP as the service's CLIP and the no-pair heads active: French queries find photos."""
+    import app.wiring.retrieval as wiring
+    from models.clip import ClipSpec, load_clip
+    from services.clip.testing import COLOURS
+    from services.retrieval.training import run_uclip_training
+
+    heads = run_uclip_training({"queries": real["queries"], "images_dir": str(real["bank"]), "texts": real["texts"],
+                                "data_dir": str(tmp_path), "output": str(tmp_path / "heads.pt"), "activate": False,
+                                "config": {"epochs": 30, "batch_size": 16, "lr": 3e-3, "device": "cpu",
+                                           "heads": {"hidden_dim": 64, "out_dim": 32}}},
+                               clip=load_clip(ClipSpec(checkpoint=real["clip"])), text_encoder=AlignedEncoder())
+    monkeypatch.setattr(wiring, "_load_text_encoder", lambda settings: AlignedEncoder())
+    photos = sorted(real["test_dir"].iterdir())
+    with make_client(clip_checkpoint=real["clip"], uclip_checkpoint=heads["checkpoint"]) as c:
+        gallery = c.post("/v1/galleries", json={"name": "test"}).json()["id"]
+        files = [("files", (p.name, p.read_bytes(), "image/png")) for p in photos]
+        r = c.post(f"/v1/galleries/{gallery}/images", files=files)
+        assert r.status_code == 201, r.text
+        colour_of = {}  # the test photos' colours, from their pixels' nearest planted colour
+        for p in photos:
+            from PIL import Image
+
+            mean = np.asarray(Image.open(p).convert("RGB"), dtype=float).mean(axis=(0, 1))
+            colour_of[p.name] = min(COLOURS, key=lambda k: np.linalg.norm(mean - np.asarray(COLOURS[k][0])))
+        hits = 0
+        for en, (_, fr) in COLOURS.items():
+            r = c.get(f"/v1/galleries/{gallery}/search", params={"q": f"une photo {fr}", "lang": "fr", "k": 2})
+            assert r.status_code == 200, r.text
+            hits += sum(colour_of[x["filename"]] == en for x in r.json()["results"])
+        assert hits >= 18  # of 24 (12 colours x their 2 photos); chance ~ 2
+        right = 0
+        for p in photos:
+            r = c.post("/v1/classify", files={"file": (p.name, p.read_bytes(), "image/png")},
+                       data={"labels": [fr for _, fr in COLOURS.values()], "lang": "fr", "templates": ["une photo {}"]})
+            assert r.status_code == 200, r.text
+            right += r.json()["results"][0]["label"] == COLOURS[colour_of[p.name]][1]
+        assert right >= 16  # of 24; chance 2
