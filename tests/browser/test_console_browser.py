@@ -230,6 +230,8 @@ def test_jobs_api_key_submit_watch_finish_translate_and_cancel(open_page, consol
     max_iter = 300 + time.time_ns() % 100  # new work each run (identical work would be answered from the cache)
     page.fill("#job-options", f'{{"variant": "paper", "max_iter": {max_iter}, "patience": 300, "tol": -1}}')
     page.click("#job-form button[type=submit]")
+    wait_js(page, f"(document.querySelector('#job-feedback a')?.getAttribute('href') || '#job-{finished_id}') "
+                  f"!== '#job-{finished_id}'")  # the answer to this submission, not the last one
     expect_text(page, "#job-feedback", r"Queued")
     card = page.get_attribute("#job-feedback a", "href")
     slow_id = card.removeprefix("#job-")

@@ -216,6 +216,7 @@ export function initJobs() {
     ev.preventDefault();
     const submit = form.querySelector('button[type=submit]');
     submit.disabled = true;
+    fill(feedback, h('p', {class: 'muted'}, 'Submitting…'));
     try {
       const body = {src: $('#job-src').value, tgt: $('#job-tgt').value, method: $('#job-method').value.trim(), seed: seed.value,
         options: optionsFromText($('#job-options').value)};
