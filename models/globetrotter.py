@@ -14,6 +14,9 @@ encoder; models/image_towers.py, models/text_towers.py) and small heads learn th
   counterpart of the paper's pixel augmentations;
 - transitive similarity (section 3.2): α_ij = f((αˣ_ii · αᵛ_ij · αˣ_jj)^{1/3}), f(x) = max(0, x − m)/(1 − m),
   m = 0.4 -- caption i ↔ its photo ↔ a similar photo ↔ caption j, in any two languages;
+- text heads: linear per language over static word-vector towers (the paper's setting: no tower knows a
+  second language); over a multilingual encoder, residual z = x + W x (W starts at 0: training starts from
+  the encoder's own space), shared by all languages, optionally with a residual per language on top;
 - text loss (section 3.3): L_t = −Σ_i Σ_{j≠i} α_ij log softmax_j(β_ij / τ), β_ij = cos(z_i, z_j) of the text
   embeddings being learnt; α is a target (no gradient flows into it). The paper's cloze loss trains a text
   model from scratch; with locked towers it has nothing to train and is left out.
@@ -162,7 +165,17 @@ class GlobetrotterHeads(nn.Module):
         return nn.functional.normalize(self.visual(x), dim=-1)
 
     def embed_texts(self, x: torch.Tensor, key: str) -> torch.Tensor:
-        return nn.functional.normalize(self.text[_module_key(key)](x), dim=-1)
+        y = self.text[_module_key(key)](x)
+        if self.stacked and key != ANY_LANGUAGE:
+            y = y + self.text["any"].linear(x)  # the shared correction, under the language's own
+        return nn.functional.normalize(y, dim=-1)
+
+    @property
+    def stacked(self) -> bool:
+        """Residual heads per language over one shared space, plus a shared residual ("*") that every language
+        adds and languages without a head of their own use alone."""
+        return self.config.text_head == "residual" and ANY_LANGUAGE in self.config.text_dims \
+            and len(self.config.text_dims) > 1
 
 
 def _module_key(key: str) -> str:

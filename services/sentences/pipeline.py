@@ -122,7 +122,7 @@ def run_globetrotter_training(params: dict[str, Any], progress: Progress | None 
             "dev_languages": sorted(dev) if dev else None}
     out_dir = Path(p.get("out_dir") or ".")
     tmp = save_checkpoint(out_dir / f".globetrotter-{time.time_ns()}.pt", heads, image_tower=p["image_tower"],
-                          text_towers=dict(p["text_towers"]),
+                          text_towers={k: p["text_towers"].get(k, p["text_towers"].get("*")) for k in heads.config.text_dims},
                           text_states={k: t.state() for k, t in towers.items() if hasattr(t, "state")}, meta=meta)
     version = model_version(tmp)
     ckpt = tmp.with_name(f"globetrotter-{version}.pt")
@@ -135,7 +135,7 @@ def run_globetrotter_training(params: dict[str, Any], progress: Progress | None 
         write_pointer(Path(p["data_dir"]), ModelSpec("checkpoint", str(ckpt.resolve())))
         activated = True
     return {"checkpoint": str(ckpt), "version": version, "languages": sorted(set(data.langs) | set(dev or {})),
-            "text_towers": p["text_towers"], "image_tower": p["image_tower"], "activated": activated,
+            "text_towers": {k: p["text_towers"].get(k, p["text_towers"].get("*")) for k in heads.config.text_dims}, "image_tower": p["image_tower"], "activated": activated,
             "metrics": {"best": {k: v for k, v in best.items() if k != "seconds"}, "epochs_run": len(history) - (
                 1 if history and history[0]["epoch"] == 0 else 0)},
             "history": history, "data": meta["data"],

@@ -44,7 +44,9 @@ Progress = Callable[[str, int, int, dict | None], None]
 @dataclass(frozen=True)
 class GlobetrotterTrainConfig:
     """Hyper-parameters. ``text_head`` ``auto``: residual (start at the tower's space) for one shared
-    multilingual tower, linear for per-language towers."""
+    multilingual tower, linear for per-language towers. ``language_heads`` (shared tower only): each training
+    language gets its own residual head on top of the shared one (a language the encoder barely knows can
+    move on its own); other languages use the shared head."""
 
     embed_dim: int = 256
     text_head: str = "auto"
@@ -58,6 +60,7 @@ class GlobetrotterTrainConfig:
     text_weight: float = 1.0
     visual_weight: float = 1.0
     transitive: bool = True
+    language_heads: bool = False
     visual_sim: str = "visual"
     view_drop: float = 0.2
     view_noise: float = 0.1
@@ -98,7 +101,7 @@ def heads_config(config: GlobetrotterTrainConfig, image_dim: int, text_dims: dic
     kind = config.text_head
     embed = config.embed_dim
     if kind == "auto":
-        kind = "residual" if set(text_dims) == {ANY_LANGUAGE} else "linear"
+        kind = "residual" if ANY_LANGUAGE in text_dims else "linear"
     if kind == "residual":
         embed = next(iter(text_dims.values()))
     return GlobetrotterConfig(image_dim=image_dim, text_dims=dict(text_dims), embed_dim=embed, text_head=kind,
@@ -190,7 +193,11 @@ def train_globetrotter(img: np.ndarray, feats: dict[str, np.ndarray], owner: np.
     rng = np.random.default_rng(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     device = _device(config.device)
+    if config.language_heads:  # a residual per language over one shared tower, on top of the shared one
+        keys = {**{lang: ANY_LANGUAGE for lang in (dev or {})}, **keys, **{lang: lang for lang in langs}}
     text_dims = {keys[lang]: int(feats[lang].shape[1]) for lang in langs}
+    if config.language_heads:
+        text_dims[ANY_LANGUAGE] = next(iter(text_dims.values()))
     heads = GlobetrotterHeads(heads_config(config, img.shape[1], text_dims)).to(device)
     batcher = _Batcher(heads, feats, keys, langs, device)
     X_img = torch.as_tensor(np.asarray(img, dtype=np.float32), device=device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from models.globetrotter import project
 from services.sentences.evaluation import globetrotter_metric, p_at_1
@@ -59,3 +60,22 @@ def test_ablation_drops_the_text_term():
     _, ablated = batch_loss(heads, x, z, GlobetrotterTrainConfig(transitive=False), torch.Generator().manual_seed(0))
     assert "t" in full and full["alpha_pos"] > 0 and "t" not in ablated
     assert full["vv"] == pytest.approx(ablated["vv"])
+
+
+def test_language_heads_over_a_shared_tower():
+    """Per-language residual heads stacked on a shared one: a language moves on its own; others use the shared."""
+    from models.globetrotter import tower_key
+
+    img, feats, owner, lang_of, rows, langs, test, dev = planted(seed=3)
+    same = {lang: feats["en"] for lang in langs}
+    config = GlobetrotterTrainConfig(epochs=2, batch_size=100, patience=2, language_heads=True)
+    heads, history, best = train_globetrotter(img, same, owner, lang_of, rows, langs, {lang: "*" for lang in langs},
+                                              np.arange(50, len(img)), np.arange(50), config)  # image-text val
+    assert best["epoch"] >= 1 and "val_mean_recall" in best
+    assert heads.stacked and sorted(heads.config.text_dims) == ["*", "de", "en"]
+    assert tower_key(heads.config, "de") == "de" and tower_key(heads.config, "es") == "*"
+    x = torch.as_tensor(feats["en"][:5])
+    with torch.no_grad():  # a language's embedding = x + its residual + the shared residual
+        expected = torch.nn.functional.normalize(heads.text["l_de"](x) + heads.text["any"].linear(x), dim=-1)
+        assert torch.allclose(heads.embed_texts(x, "de"), expected, atol=1e-6)
+        assert not torch.allclose(heads.embed_texts(x, "de"), heads.embed_texts(x, "*"))
