@@ -147,10 +147,13 @@ def resolve_model(spec: str, data_dir: Path | None = None) -> ModelSpec:
         base = models_dir(data_dir)
         candidates += [base / value, base / f"{value}.pt"]
     for path in candidates:
-        if path.is_file():
-            return ModelSpec("checkpoint", str(path.resolve()))
-        if path.is_dir() and (path / "config.json").is_file():  # a sentence-transformers directory
-            return ModelSpec("encoder", str(path.resolve()))
+        try:
+            if path.is_file():
+                return ModelSpec("checkpoint", str(path.resolve()))
+            if path.is_dir() and (path / "config.json").is_file():  # a sentence-transformers directory
+                return ModelSpec("encoder", str(path.resolve()))
+        except (OSError, ValueError):  # a name too long for the file system, a NUL byte: no such model
+            continue
     raise NotFound(f"no sentence model {value!r}: not a known encoder nor a Globetrotter checkpoint",
                    code="model_not_found", detail={"field": "model", "encoders": list(ENCODER_NAMES)})
 

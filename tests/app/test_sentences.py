@@ -88,6 +88,8 @@ def test_every_error_status(make_client, wired):
         assert client.delete("/v1/sentences/collections/de/sentences/99", headers=auth).status_code == 404
         resp = client.put("/v1/sentences/model", json={"model": "nothing-like-this"}, headers=auth)
         assert resp.status_code == 404 and _code(resp) == "model_not_found"
+        resp = client.put("/v1/sentences/model", json={"model": "0" * 500}, headers=auth)  # too long for a file name
+        assert resp.status_code == 404 and _code(resp) == "model_not_found"
         resp = client.put("/v1/sentences/model", json={"model": "/etc/passwd"}, headers=auth)
         assert resp.status_code == 422 and _code(resp) == "path_not_allowed"
         big = client.post(add, content=b'{"sentences": ["' + b"a" * 3_000_000 + b'"]}',
@@ -119,3 +121,63 @@ def test_model_swap_over_http(make_client, wired, tmp_path):
         new = client.post("/v1/sentences/translate", json={"text": "chien", "src": "en", "tgt": "fr"}).json()
         assert new["model_key"] == info["active"]["version"] != old["model_key"]
         assert client.get("/v1/sentences/collections/fr").json()["model"] == new["model_key"]
+
+
+def test_training_job_over_http_swaps_the_served_model(make_client, wired, tmp_path, redis_url, monkeypatch):
+    import threading
+
+    import numpy as np
+
+    import app.wiring.sentences as wiring
+    from services.infra.redis import connect
+    from services.jobs.kinds import run_kind_job
+    from tests.conftest import write_npy_space, write_random_pngs
+
+    def send(job_id, attempt, spec):
+        threading.Thread(target=run_kind_job, args=("globetrotter", connect(redis_url), job_id, attempt),
+                         kwargs={"heartbeat_s": 1.0}, daemon=True).start()
+
+    monkeypatch.setattr(wiring, "_globetrotter_sender", lambda runtime: send)
+    root = tmp_path / "inputs"
+    photos = write_random_pngs(root / "photos", 16)
+    rng = np.random.default_rng(0)
+    words = ["dog", "cat", "car", "red"]
+    en = write_npy_space(root / "vec", "en", words, rng.standard_normal((4, 6)))
+    de = write_npy_space(root / "vec", "de", ["hund", "katze", "auto", "rotes"], rng.standard_normal((4, 6)))
+    (root / "en.tsv").write_text("".join(f"img{i}.png\t{words[i % 4]} {words[(i + 1) % 4]}\n" for i in range(8)))
+    (root / "de.tsv").write_text("".join(f"img{i}.png\tein hund {i}\n" for i in range(8, 16)))
+    req = {"images_dir": str(photos), "captions": {"en": str(root / "en.tsv"), "de": str(root / "de.tsv")},
+           "image_tower": "pixels-8", "text_towers": {"en": f"static:{en}", "de": f"static:{de}"},
+           "config": {"epochs": 2, "batch_size": 4, "embed_dim": 6, "val_fraction": 0.25}, "activate": True}
+    with make_client(space_path_roots=[str(root)]) as client:
+        bad = client.post("/v1/sentences/trainings", json={**req, "images_dir": "/etc"})
+        assert bad.status_code == 422 and bad.json()["error"]["code"] == "path_not_allowed"
+        bad = client.post("/v1/sentences/trainings", json={**req, "text_towers": {"en": "gpt-17"}})
+        assert bad.status_code == 422 and bad.json()["error"]["detail"]["field"] == "text_towers.en"
+        bad = client.post("/v1/sentences/trainings", json={**req, "config": {"epochs": "many"}})
+        assert bad.status_code == 422 and bad.json()["error"]["detail"]["field"] == "config.epochs"
+        resp = client.post("/v1/sentences/trainings", json=req)
+        assert resp.status_code == 202, resp.text
+        job = resp.json()
+        deadline = time.monotonic() + 60
+        while job["state"] in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(0.1)
+            job = client.get(f"/v1/sentences/trainings/{job['id']}").json()
+        assert job["state"] == "succeeded", job
+        version = job["result"]["version"]
+        assert job["result"]["checkpoint"].endswith(f"globetrotter-{version}.pt") and job["result"]["activated"]
+        again = client.post("/v1/sentences/trainings", json=req)
+        assert again.status_code == 200 and again.json()["cached"]
+        ck = client.get(f"/v1/sentences/trainings/{job['id']}/checkpoint")
+        assert ck.status_code == 200 and ck.headers["x-checksum-sha256"] == job["result"]["artifact"]["sha256"]
+        assert client.get("/v1/sentences/trainings/nope").status_code == 404
+        assert client.delete(f"/v1/sentences/trainings/{job['id']}").status_code == 409
+        time.sleep(1.05)  # the pointer is checked at most once a second
+        client.get("/v1/sentences/model")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            info = client.get("/v1/sentences/model").json()
+            if info["active"]["kind"] == "globetrotter":
+                break
+            time.sleep(0.1)
+        assert info["active"]["version"] == version and info["supported_languages"] == ["de", "en"]
