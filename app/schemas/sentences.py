@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -128,3 +128,56 @@ class SentenceModelInfo(BaseModel):
     spec: dict[str, str]
     swap: dict[str, Any] = Field(..., description="state idle | swapping (collections_done of collections) | failed")
     supported_languages: list[str] | None = Field(None, description="null: any language")
+
+
+# ---- Globetrotter training jobs ------------------------------------------------------------------
+_PATH = dict(min_length=1, max_length=4096, pattern="^/")
+
+
+class GlobetrotterTrainingRequest(BaseModel):
+    """Train Globetrotter heads on photos whose captions are each in ONE language (photo sets disjoint across
+    languages). Paths are server paths under the allowed directories."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    images_dir: str = Field(..., **_PATH, description="folder of the photos")
+    captions: dict[str, str] = Field(..., min_length=1, max_length=50,
+                                     description="language -> TSV of image<TAB>caption lines (server path)")
+    image_tower: str = Field("mobilenet-v1", min_length=1, max_length=4096)
+    text_towers: dict[str, str] = Field(default_factory=lambda: {"*": "use-multilingual"}, min_length=1, max_length=50,
+                                        description='{"*": encoder} (one multilingual tower) or language -> '
+                                        '"static:<vectors file>" (a word-vector tower per language)')
+    dev: dict[str, str] | None = Field(None, max_length=50, description="language -> parallel dev file for model "
+                                       "selection (carved from training data)")
+    config: dict[str, Any] = Field(default_factory=dict, description="training options (epochs, tau, transitive, ...)")
+    activate: bool = Field(False, description="make the trained model the served sentence model when it succeeds")
+    time_limit_s: float | None = Field(None, gt=0, description="at most VISLEX_JOB_TIME_LIMIT_S")
+    queue: Literal["light", "heavy"] | None = None
+    force: bool = Field(False, description="run again even if an identical job exists")
+
+
+class GlobetrotterTrainingJob(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    kind: str = "globetrotter"
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    cached: bool = False
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempt: int
+    retries: int
+    inputs: dict[str, Any] = {}
+    progress: dict[str, Any] | None = None
+    losses: list[float] = []
+    result: dict[str, Any] | None = Field(None, description="checkpoint, version, dev metrics, history, artifact")
+    error: dict[str, Any] | None = None
+    links: dict[str, str] = {}
+
+
+class GlobetrotterTrainingList(BaseModel):
+    jobs: list[GlobetrotterTrainingJob]
+    total: int
+    offset: int
+    limit: int
