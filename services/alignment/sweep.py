@@ -35,11 +35,13 @@ def _f32(a) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
-def score_blocks(Q: np.ndarray, T: np.ndarray, *, device="auto", block_elements: int | None = None):
+def score_blocks(Q: np.ndarray, T: np.ndarray, *, device="auto", block_elements: int | None = None,
+                 unit_rows: bool = False):
     """Yield ``(start, Q[start:start + b] Tᵀ)`` over row blocks of Q, as float32 torch tensors on ``device``.
 
     Exact float32 products: numpy's BLAS on CPU, written into one reused buffer (consume a block before asking
     for the next), torch on CUDA. Blocks hold about ``block_elements`` scores (at least FUSED_MIN_ROWS rows).
+    ``unit_rows``: each block of Q is scaled to unit rows first (cosines without a normalised copy of Q).
     """
     import torch
 
@@ -56,7 +58,7 @@ def score_blocks(Q: np.ndarray, T: np.ndarray, *, device="auto", block_elements:
         buffer = np.empty((rows, m), dtype=np.float32)
         pool, threads = _gemm_pool()
         for start in range(0, n, rows):
-            q = Q32[start : start + rows]
+            q = _unit_block(Q32[start : start + rows]) if unit_rows else Q32[start : start + rows]
             out = buffer[: len(q)]
             if threads > 1 and len(q) >= 2 * threads:
                 parts = np.array_split(np.arange(len(q)), threads)
@@ -68,7 +70,14 @@ def score_blocks(Q: np.ndarray, T: np.ndarray, *, device="auto", block_elements:
         return
     Tt = torch.from_numpy(_f32(T)).to(dev)
     for start in range(0, n, rows):
-        yield start, torch.from_numpy(_f32(Q[start : start + rows])).to(dev) @ Tt.T
+        q = _f32(Q[start : start + rows])
+        yield start, torch.from_numpy(_unit_block(q) if unit_rows else q).to(dev) @ Tt.T
+
+
+def _unit_block(q: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(q, axis=1, keepdims=True)
+    norms[norms == 0] = 1
+    return q / norms
 
 
 _POOL: list = []
