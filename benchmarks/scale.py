@@ -306,6 +306,32 @@ def report(rows: list[dict], sizes: list[int], memory: list[dict], serving: list
                               ("errors", "errors", "d"), ("rss_mib", "RSS MiB", "d"), ("ready_s", "ready s", ".0f")])
 
 
+def markdown(payload: dict) -> str:
+    """The summary of a scale.json as markdown tables (README's cost curves)."""
+    sizes = payload["sizes"]
+    head = "| stage | " + " | ".join(f"{n // 1000}k s / MB" for n in sizes) + " | growth (b) | largest/50k | largest run bound by |"
+    lines = [head, "|" + "---|" * (len(sizes) + 4)]
+    for row in payload["summary"]:
+        cells = []
+        for n in sizes:
+            sec, mb = row.get(f"s_{n}"), row.get(f"mb_{n}")
+            cells.append("" if sec is None else f"{sec:.2f} / {mb:.0f}" if sec < 10 else f"{sec:.0f} / {mb:.0f}")
+        b = row.get("growth_exponent")
+        lines.append(f"| {row['stage']} | " + " | ".join(cells) + f" | {row.get('growth', '')}"
+                     f"{'' if b is None else f' ({b:.2f})'} | {row.get('ratio_largest_to_50k', '') or ''} |"
+                     f" {row.get('bound_at_largest', '')} |")
+    memory = [m for m in payload.get("serve_memory", []) if "rss_mb" in m]
+    if memory:
+        lines += ["", "| words | dtype | languages | RSS MB | MB per language |", "|---|---|---|---|---|"]
+        lines += [f"| {m['size']} | {m['dtype']} | {m['languages']} | {m['rss_mb']:.0f} | {m['rss_per_language_mb']:.0f} |"
+                  for m in memory]
+    if payload.get("serving"):
+        lines += ["", "| languages | pairs | words | req/s | p50 ms | p99 ms | server RSS MiB |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['languages']} | {r['pairs']} | {r['size']} | {r['req_per_s']:.0f} | {r['p50_ms']:.1f} | "
+                  f"{r['p99_ms']:.1f} | {r['rss_mib']} |" for r in payload["serving"]]
+    return "\n".join(lines)
+
+
 def run_instamap_check(args) -> None:
     """InstaMap engines/variants on real en→fr and en→de (50k): P@1 NN/CSLS, seconds, peak (issue 18 item 1)."""
     if not (SHARED_DATA / "vectors" / "en.npy").is_file():
@@ -350,8 +376,11 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--work", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--extra", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--markdown", default=None, metavar="JSON", help="print a scale.json's tables as markdown")
     args = ap.parse_args()
-    if args.child:
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())))
+    elif args.child:
         child_main(args)
     elif args.instamap_check:
         run_instamap_check(args)
