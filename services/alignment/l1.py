@@ -69,16 +69,16 @@ MODES = ("faithful", "flow", "orthogonal")
 # product is charged *before* it runs and one that would overspend is not run, so a refinement never spends
 # more than the budget; with ``rounds`` the budget covers all rounds together. The default is the documented
 # time bound L1_REFINE_SECONDS at L1_MACS_PER_SECOND, the slowest rate measured for any mode on the 2-core
-# development box, busy with other jobs (multiply-adds per second, elementwise work and solver overhead
-# included): faithful 8.7e9 (p = 2,692, d = 300: VecMap en→fr) and 1.5e10 (p = 8,000); flow 3.1e10 and
-# 4.1e10 (float32 products); orthogonal 1.9e10 and 7.5e9 (exact l1, p = 8,000). 1.6e11 leaves the
-# documented runs untouched: the reference's own (faithful, VecMap en→fr: 68 steps, 9.6e10) and mode=flow
-# to the reference's horizon (250 Cayley steps, 1.4e11), while a 20k × 512 encoder space (p ≈ 8k) stops
-# after ~40 field evaluations instead of running for hours. The dictionary the refinement runs on costs two
-# exact sweeps of the n × m scores on top (l1_dictionary): quadratic in the vocabulary, bounded and
-# deterministic, measured in benchmarks/scale.py.
-L1_REFINE_SECONDS = 20.0
-L1_MACS_PER_SECOND = 8e9
+# development box under heavy load from other jobs (load average 7.5), multiply-adds per second with the
+# elementwise work and solver overhead included, products on one BLAS thread (see _blas_threads): faithful
+# 6.8e9 / 6.5e9 / 4.9e9 at p = 1,000 / 2,700 / 8,000 (d = 300), flow 1.05e10-1.19e10 (float32 products),
+# orthogonal (exact l1) 6.6e9 / 6.5e9 / 6.0e9. 1.6e11 leaves the documented runs untouched: the reference's
+# own (faithful, VecMap en→fr: 68 steps, 9.6e10) and mode=flow to the reference's horizon (250 Cayley steps,
+# 1.4e11), while a 20k × 512 encoder space (p ≈ 8k) stops after ~40 field evaluations instead of running for
+# hours. The dictionary the refinement runs on costs two exact sweeps of the n × m scores on top
+# (l1_dictionary): quadratic in the vocabulary, bounded and deterministic, measured in benchmarks/scale.py.
+L1_REFINE_SECONDS = 32.0
+L1_MACS_PER_SECOND = 5e9
 DEFAULT_MAX_WORK = L1_REFINE_SECONDS * L1_MACS_PER_SECOND
 
 
@@ -481,6 +481,30 @@ def l1_refine(
     xo = ops(backend)
     work = _Work(None if max_work is None else float(max_work))
     budget = None if max_work is None else float(max_work)
+    with _blas_threads(1 if xo.name == "numpy" else None):
+        return _refine(A, B, xo, work, budget, mode=mode, alpha=alpha, dt=dt, min_improvement=min_improvement,
+                       max_orth_error=max_orth_error, max_steps=max_steps, max_seconds=max_seconds, mu_start=mu_start,
+                       mu_min=mu_min, holdout=holdout, patience=patience, holdout_seed=holdout_seed, stride=stride,
+                       progress=progress)
+
+
+def _blas_threads(n: int | None):
+    """BLAS limited to ``n`` threads inside the block (None: as it is). The refinement's products are small
+    (p × d × d, d × d × d): on the busy 2-core box two OpenBLAS threads ran them at 0.6-2.7e9 multiply-adds/s,
+    one at 4.9-12e9 (p = 1,000-8,000, d = 300), and one thread's rate is what the work budget is calibrated on."""
+    from contextlib import nullcontext
+
+    if n is None:
+        return nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        return nullcontext()
+    return threadpool_limits(n, user_api="blas")
+
+
+def _refine(A, B, xo, work, budget, *, mode, alpha, dt, min_improvement, max_orth_error, max_steps, max_seconds,
+            mu_start, mu_min, holdout, patience, holdout_seed, stride, progress) -> L1Result:
     started = time.perf_counter()
     I = np.eye(A.shape[1])
     initial = l1_loss(A, B, I)
