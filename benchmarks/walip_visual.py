@@ -35,6 +35,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -48,6 +49,8 @@ PAIRS = ("en-fr", "en-de")
 NORMALIZE = "unit,center,unit"
 N_FINGERPRINT = 1000
 BARE = {lang: ["{}"] for lang in LANGS}
+DEFAULT_TOP = 2000  # the registry's default top_pairs
+CANDIDATES = (1000, 2000, 4000, 8000)  # the registry's top_pairs_candidates
 
 
 @dataclass(frozen=True)
@@ -199,31 +202,44 @@ class Bench:
         found = fingerprint_pivots(Fs, Ft, q=cfg.q, k=cfg.k, filter_visual=cfg.visual_filter, mutual=cfg.mutual)
         return np.stack([rs[found.pairs[:, 0]], rt[found.pairs[:, 1]]], axis=1).astype(np.int64)
 
-    def step2(self, pair: str, seeds: np.ndarray, options: dict | None = None) -> dict:
-        from services.alignment.evaluation import bli_evaluate
-        from services.alignment.registry import align
+    def fit(self, pair: str, seeds: np.ndarray, top_pairs: int):
+        """WALIP step 2, the ``confident`` variant with the registry's defaults (services/alignment/registry.py)."""
+        from services.alignment.registry import ALIGNERS
+        from services.alignment.walip import walip_confident
 
         s, t = pair.split("-")
-        src, tgt = self.spaces[s], self.spaces[t]
+        d = ALIGNERS["walip"].defaults
         t0 = time.perf_counter()
-        res = align(src, tgt, "walip", seed_pairs=seeds, options=options)
-        seconds = time.perf_counter() - t0
-        XW, YT = res.mapping.transform_source(src.vectors), res.mapping.transform_target(tgt.vectors)
-        stage = res.mapping.stats["stages"][0]
-        out = {"seconds": round(seconds, 1), "dev_p1_csls": round(100 * bli_evaluate(XW, YT, self.dev[pair])["p@1"], 1)}
-        if "top_pairs_selection" in stage:
-            out["selection"] = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
-                                for row in stage["top_pairs_selection"]]
-        out["_mapped"] = (XW, YT)
-        return out
+        res = walip_confident(self.spaces[s].vectors, self.spaces[t].vectors, seeds, top_pairs=top_pairs,
+                              max_iter=d["confident_iters"], max_vocab=d["confident_vocab"], knn=d["knn"])
+        res.seconds = round(time.perf_counter() - t0, 1)
+        return res
 
-    def test_scores(self, pair: str, mapped) -> dict:
+    def criterion(self, pair: str, res) -> float:
+        from services.alignment.walip import dictionary_criterion
+
+        s, t = pair.split("-")
+        return round(dictionary_criterion(self.spaces[s].vectors, self.spaces[t].vectors, res.pairs), 5)
+
+    def evaluate(self, pair: str, res, splits: tuple[str, ...] = ("dev", "test")) -> dict:
+        """P@1 (NN, CSLS) on the dev and/or test split, both splits in one pass (their source words are disjoint,
+        and a query's rank does not depend on the other queries), over the full 50k target vocabulary."""
         from services.alignment.evaluation import bli_evaluate
 
-        nn = bli_evaluate(*mapped, self.test[pair], retrieval="nn")
-        csls = bli_evaluate(*mapped, self.test[pair], retrieval="csls")
-        return {"test_p1_nn": round(100 * nn["p@1"], 1), "test_p1_csls": round(100 * csls["p@1"], 1),
-                "test_p10_csls": round(100 * csls["p@10"], 1)}
+        s, t = pair.split("-")
+        X = self.spaces[s].vectors @ res.W
+        Y = self.spaces[t].vectors @ (res.Wz if res.Wz is not None else np.eye(res.W.shape[1], dtype=np.float32))
+        parts = {"dev": self.dev[pair], "test": self.test[pair]}
+        both = np.concatenate([parts[k] for k in splits])
+        out = {}
+        for retrieval in ("nn", "csls") if "test" in splits else ("csls",):
+            r = bli_evaluate(X, Y, both, retrieval=retrieval, return_ranks=True)
+            for k in splits:
+                sel = np.isin(r["sources"], parts[k][:, 0])
+                out[f"{k}_p1_{retrieval}"] = round(100 * float(np.mean(r["ranks"][sel] <= 1)), 1)
+                if retrieval == "csls" and k == "test":
+                    out["test_p10_csls"] = round(100 * float(np.mean(r["ranks"][sel] <= 10)), 1)
+        return out
 
 
 def describe_pivots(bench: Bench, pair: str, pairs: np.ndarray, sample: int = 25) -> dict:
@@ -292,36 +308,42 @@ def main() -> None:
     for cfg in candidates:
         row = {"config": cfg.name, "_cfg": cfg}
         for pair in PAIRS:
-            r = bench.step2(pair, bench.pivots(pair, cfg))
-            row[pair] = r["dev_p1_csls"]
+            row[pair] = bench.evaluate(pair, bench.fit(pair, bench.pivots(pair, cfg), DEFAULT_TOP), ("dev",))["dev_p1_csls"]
         row["mean_dev_p1_csls"] = round(float(np.mean([row[p] for p in PAIRS])), 2)
         stage_b.append(row)
         print("step2 on dev", json.dumps({k: v for k, v in row.items() if k != "_cfg"}), flush=True)
     chosen = max(stage_b, key=lambda r: r["mean_dev_p1_csls"])["_cfg"]
     print("chosen step-1 configuration (dev):", chosen.name, flush=True)
 
-    # ---- final rows on test
-    final, pivot_info = [], {}
+    # ---- final rows on test: per seed, step 2 at the default top_pairs and with the unsupervised rule
+    final, pivot_info, selection = [], {}, {}
     supervised = {}
     for pair in PAIRS:
         from services.alignment.registry import align
 
         s, t = pair.split("-")
-        res = align(bench.spaces[s], bench.spaces[t], "procrustes", seed_pairs=bench.dev[pair])
-        supervised[pair] = bench.test_scores(pair, (res.mapping.transform_source(bench.spaces[s].vectors),
-                                                    res.mapping.transform_target(bench.spaces[t].vectors)))
-        seeds = {"identical strings": bench.identical[pair], "fingerprints (chosen)": bench.pivots(pair, chosen),
-                 "fingerprints (paper)": bench.pivots(pair, PAPER)}
-        seeds["identical + fingerprints (chosen)"] = np.unique(np.concatenate([seeds["identical strings"],
-                                                                               seeds["fingerprints (chosen)"]]), axis=0)
+        fitted = align(bench.spaces[s], bench.spaces[t], "procrustes", seed_pairs=bench.dev[pair])
+        supervised[pair] = bench.evaluate(pair, SimpleNamespace(W=fitted.mapping.stages[0].W.astype(np.float32), Wz=None),
+                                          ("test",))
+        seeds = {"identical strings": bench.identical[pair], "fingerprints": bench.pivots(pair, chosen)}
+        seeds["identical + fingerprints"] = np.unique(np.concatenate(list(seeds.values())), axis=0)
         pivot_info[pair] = {name: describe_pivots(bench, pair, p) for name, p in seeds.items()}
+        pivot_info[pair]["fingerprints (paper settings)"] = describe_pivots(bench, pair, bench.pivots(pair, PAPER))
         for name, p in seeds.items():
-            for step2_name, options in (("top_pairs 2000", None), ("top_pairs auto", {"top_pairs": "auto"})):
-                r = bench.step2(pair, p, options)
-                row = {"pair": pair, "seed": name, "step2": step2_name, "seed_pairs": int(len(p)),
-                       **{k: v for k, v in r.items() if not k.startswith("_")}, **bench.test_scores(pair, r["_mapped"])}
+            runs = []
+            for top in CANDIDATES:  # services.alignment.walip.walip_select's rule, step by step
+                r = bench.fit(pair, p, top)
+                runs.append((top, r, bench.criterion(pair, r)))
+                print(f"  {pair} {name} top_pairs={top}: criterion {runs[-1][2]}, {r.seconds} s", flush=True)
+            best = max(range(len(runs)), key=lambda i: (runs[i][2], -i))
+            selection[f"{pair} {name}"] = [{"top_pairs": top, "criterion": c, "chosen": i == best}
+                                          for i, (top, _, c) in enumerate(runs)]
+            for label, i in ((f"top_pairs {DEFAULT_TOP}", CANDIDATES.index(DEFAULT_TOP)), ("top_pairs auto", best)):
+                top, r, c = runs[i]
+                row = {"pair": pair, "seed": name, "step2": label, "top_pairs": top, "seed_pairs": int(len(p)),
+                       "criterion": c, "seconds": r.seconds, **bench.evaluate(pair, r, ("test",))}
                 final.append(row)
-                print("final", json.dumps({k: v for k, v in row.items() if k != "selection"}), flush=True)
+                print("final", json.dumps(row), flush=True)
 
     print(f"\nstep 1 on dev (MUSE 0-5000; precision % with Wilson 95 %), {len(stage_a)} configurations")
     table = [{"config": r["config"], **{f"{p} pivots": r[p]["pivots"] for p in PAIRS},
@@ -334,7 +356,7 @@ def main() -> None:
           + ", ".join(f"{p} {supervised[p]['test_p1_nn']}/{supervised[p]['test_p1_csls']}" for p in PAIRS) + " (NN/CSLS)")
     print_table(final, [("pair", "pair", ""), ("seed", "seed", ""), ("step2", "step 2", ""), ("seed_pairs", "seeds", "d"),
                         ("test_p1_nn", "P@1 NN", ".1f"), ("test_p1_csls", "P@1 CSLS", ".1f"),
-                        ("test_p10_csls", "P@10 CSLS", ".1f"), ("dev_p1_csls", "dev CSLS", ".1f"), ("seconds", "s", ".1f")])
+                        ("test_p10_csls", "P@10 CSLS", ".1f"), ("criterion", "criterion", ".4f"), ("seconds", "s", ".1f")])
     for pair, info in pivot_info.items():
         for name, d in info.items():
             bands = ", ".join(f"{b['band']}: {b['n_correct']}/{b['n_evaluable']}" for b in d["muse_bands"])
@@ -342,7 +364,8 @@ def main() -> None:
             print("   sample:", "; ".join(d["sample"][:12]))
     payload = {"protocol": __doc__, **clips, "stage_a": [{k: v for k, v in r.items() if k != "_cfg"} for r in stage_a],
                "stage_b": [{k: v for k, v in r.items() if k != "_cfg"} for r in stage_b], "chosen": asdict(chosen),
-               "paper": asdict(PAPER), "final": final, "supervised_procrustes": supervised, "pivots": pivot_info,
+               "paper": asdict(PAPER), "final": final, "top_pairs_selection": selection, "supervised_procrustes": supervised,
+               "pivots": pivot_info,
                "checkpoints": {lang: str(args.out / f"clip-{lang}") for lang in LANGS},
                "seconds": round(time.perf_counter() - started, 1)}
     print("results:", write_results(f"walip_visual-{args.partition}", payload))

@@ -305,12 +305,12 @@ def walip_confident(
 
 
 def dictionary_criterion(X: np.ndarray, Y: np.ndarray, pairs: np.ndarray, *, n_src: int = 10000,
-                         n_tgt: int | None = 50000, knn: int = 10, n_pairs: int | None = 5000) -> float:
+                         n_tgt: int | None = 20000, knn: int = 10, n_pairs: int | None = 5000) -> float:
     """An unsupervised score of an induced dictionary, for model selection without any gold dictionary.
 
     MUSE's validation criterion (Conneau et al. 2018, "Word translation without parallel data", section 3.5):
-    translate the ``n_src`` most frequent source words by CSLS and take the mean cosine between them and
-    their translations. Maps of different runs are not comparable as they are (the multi-step fit whitens
+    translate the ``n_src`` most frequent source words by CSLS (among the ``n_tgt`` most frequent targets) and
+    take the mean cosine between them and their translations. Maps of different runs are not comparable as they are (the multi-step fit whitens
     and re-weights, which moves cosines by itself), so each dictionary is judged through the same lens:
     an orthogonal Procrustes map refit on its ``n_pairs`` best pairs, on the unit rows of X and Y.
     """

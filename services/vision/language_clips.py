@@ -163,14 +163,16 @@ def train_language_clip(lang: str, data: Any, photos: Sequence[str], vectors: st
     if missing:
         raise InvalidInput(f"{len(missing)} {lang} training photo(s) have no {lang} caption (first: {missing[0]})",
                            detail={"language": lang, "missing": missing[:10]})
-    sub = data.subset(np.asarray([position[n] for n in photos], dtype=np.int64))
+    rows = np.asarray([position[n] for n in photos], dtype=np.int64)
+    sub = data.subset(rows)
     t0 = time.perf_counter()
     tower = load_image_tower(image_tower, mobilenet_dir=mobilenet_dir)
     text = load_static_tower(vectors, language=lang)
     train_idx, val_idx = split_images(len(sub), cfg.val_fraction, cfg.seed)
     idf_captions = [sub.captions[j] for j in np.flatnonzero(np.isin(sub.owner, train_idx))]
     text.fit_idf(idf_captions)
-    img, _ = image_features(tower, sub.images_dir, sub.images, cache_dir=cache_dir, progress=progress)
+    # the tower outputs of the whole captioned set, one cache entry whatever the partition, then this language's rows
+    img = image_features(tower, data.images_dir, data.images, cache_dir=cache_dir, progress=progress)[0][rows]
     txt, _ = text_features(text, sub.captions, cache_dir=cache_dir, progress=progress)
     heads, history, best = train_heads(img, txt, sub.owner, train_idx, val_idx, cfg, progress)
     meta = {"trained_at": time.time(), "language": lang, "config": asdict(cfg), "val": best.get("val"),
