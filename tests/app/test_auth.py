@@ -10,7 +10,7 @@ KEY = "k" * 24
 OTHER = "o" * 24
 # POSTs that only read (a query sent as a body): open like the GETs.
 READ_POSTS = {("POST", "/v1/translate"), ("POST", "/v1/classify"), ("POST", "/v1/galleries/{gallery_id}/search"),
-              ("POST", "/v1/captions/{collection_id}/search")}
+              ("POST", "/v1/captions/{collection_id}/search"), ("POST", "/v1/sentences/translate")}
 
 
 def _write_routes(app):
