@@ -33,6 +33,7 @@ class FingerprintOptions:
     sparsify_quantile: float = 0.9
     variant: str = "paper"
     filter_visual: bool = True
+    visual_quantile: float = 0.5  # the filter's cut: the paper's median; 0.7 keeps the 30 % most visual words
     max_words: int | None = None  # fingerprint only the first (most frequent) words of each list
     # ours (off by default = the paper): keep only pivots that are mutual CSLS nearest neighbours
     mutual: bool = False
@@ -147,7 +148,8 @@ def compute_pivots(src_words: Sequence[str], tgt_words: Sequence[str], *, src_en
     t = time.perf_counter()
     found = fingerprint_pivots(src_fp, tgt_fp, q=options.q, k=options.k, knn=options.knn,
                                sparsify_quantile=options.sparsify_quantile, variant=options.variant,
-                               filter_visual=options.filter_visual, mutual=options.mutual)
+                               filter_visual=options.filter_visual, mutual=options.mutual,
+                               visual_quantile=options.visual_quantile)
     pivots = PivotResult(np.stack([src_rows[found.pairs[:, 0]], tgt_rows[found.pairs[:, 1]]], axis=1).astype(np.int64),
                          found.scores, found.threshold, src_rows[found.src_kept], tgt_rows[found.tgt_kept])
     timings["matching"] = time.perf_counter() - t

@@ -44,6 +44,8 @@ def test_visual_filter_keeps_words_at_or_above_median_max():
     assert visual_word_mask(F).tolist() == [False, True, False, True]
     F3 = np.array([[0.1], [0.2], [0.3]], dtype=np.float32)  # median 0.2 itself is kept
     assert visual_word_mask(F3).tolist() == [False, True, True]
+    # a stricter cut: the 0.75-quantile of (0.2, 0.5, 0.3, 0.9) is 0.6 -> only 0.9 stays
+    assert visual_word_mask(F, quantile=0.75).tolist() == [False, False, False, True]
 
 
 def test_sparsify_paper_per_word_quantile_then_unit():
