@@ -16,7 +16,6 @@ the static text tower's IDF table when it has one, and provenance (data, metrics
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from dataclasses import asdict, dataclass
@@ -181,14 +180,6 @@ def is_compact_checkpoint(path: str | os.PathLike) -> bool:
         return False
 
 
-def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
-
-
 class CompactClip:
     """A compact CLIP ready to encode: towers + heads. Duck-types models.clip.ClipEncoder."""
 
@@ -277,6 +268,8 @@ def load_compact_clip(path: str | os.PathLike, *, mobilenet_dir: str | os.PathLi
         text_tower.load_state({k: v.numpy() for k, v in state.items()})
     if image_tower is None:
         image_tower = load_image_tower(blob["image_tower"], mobilenet_dir=mobilenet_dir)
-    identity = f"compact:{_file_hash(p)}"
+    from models.image_towers import file_identity
+
+    identity = f"compact:{file_identity(p)}"
     return CompactClip(heads, image_tower, text_tower, label=label or f"compact:{p.name}", identity=identity,
                        languages=blob.get("languages") or ("*",), meta=blob.get("meta") or {}, spec=spec)

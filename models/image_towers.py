@@ -108,7 +108,8 @@ def dequantize_output(q: np.ndarray, scale: float, zero_point: int) -> np.ndarra
     return (np.asarray(q, dtype=np.float32) - float(zero_point)) * float(scale)
 
 
-def _file_identity(path: Path) -> str:
+def file_identity(path: Path) -> str:
+    """The first 16 hex digits of a file's sha256 (model files: identities of towers and checkpoints)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -155,7 +156,7 @@ class TFLiteImageTower:
         # A softmax output (scale 1/256, a class count like 1,001) is a distribution; anything else features.
         self.output = output if output != "auto" else ("probabilities" if width in (1000, 1001) else "features")
         self.dim = width
-        self.identity = f"tflite:{_file_identity(self.path)}:{self.output}"
+        self.identity = f"tflite:{file_identity(self.path)}:{self.output}"
         self._batched = self._probe_batching()
         self._batch_shape: tuple[int, ...] | None = None
         self._lock = threading.Lock()
