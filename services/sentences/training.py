@@ -10,8 +10,9 @@ with αˣ_ii = cos(z_I_i, z_T_i), αᵛ_ij = cos(v_i, v_j) (image-image head on 
 "image"`` uses the image-text head's image embeddings instead), α detached. ``transitive = False`` drops
 L_t: the ablation that shows what the transitive term adds. AdamW with a cosine schedule; after every
 epoch (and before the first, for residual heads that start at the tower's own space) the model is scored
--- Globetrotter's metric on parallel dev sentences when given (carved from training data, never test
-files), else image-text recall on held-out photos of every language -- and the best epoch is kept.
+-- on parallel dev sentences when given (carved from training data, never test
+files; ``select``: mean cross-lingual P@1, graded even where Globetrotter's metric is still 0, or the metric),
+else image-text recall on held-out photos of every language -- and the best epoch is kept.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from models.globetrotter import (
     transitive_alpha,
 )
 from services.errors import InvalidInput
-from services.sentences.evaluation import globetrotter_metric
+from services.sentences.evaluation import globetrotter_metric, p_at_1
 
 Progress = Callable[[str, int, int, dict | None], None]
 
@@ -61,6 +62,7 @@ class GlobetrotterTrainConfig:
     visual_weight: float = 1.0
     transitive: bool = True
     language_heads: bool = False
+    select: str = "p@1"
     visual_sim: str = "visual"
     view_drop: float = 0.2
     view_noise: float = 0.1
@@ -82,6 +84,8 @@ class GlobetrotterTrainConfig:
             if isinstance(value, bool) and types[key] != "bool" or not isinstance(value, want):
                 raise InvalidInput(f"config.{key} must be of type {types[key]}", detail={"field": f"config.{key}"})
         cfg = cls(**data)
+        if cfg.select not in ("p@1", "metric"):
+            raise InvalidInput("select must be 'p@1' or 'metric'", detail={"field": "config.select"})
         if cfg.visual_sim not in ("visual", "image"):
             raise InvalidInput("visual_sim must be 'visual' or 'image'", detail={"field": "config.visual_sim"})
         if cfg.text_head not in ("auto", "linear", "mlp", "residual"):
@@ -153,10 +157,13 @@ def batch_loss(heads: GlobetrotterHeads, x_img: torch.Tensor, z_text: torch.Tens
     return loss, stats
 
 
-def dev_score(heads: GlobetrotterHeads, dev: dict[str, np.ndarray], keys: dict[str, str]) -> float:
-    """Globetrotter's metric (percent) on aligned dev tower features {lang: (N, d)}."""
+def dev_score(heads: GlobetrotterHeads, dev: dict[str, np.ndarray], keys: dict[str, str], select: str) -> float:
+    """On aligned dev tower features {lang: (N, d)}: mean P@1 over ordered language pairs (``p@1``) or
+    Globetrotter's metric (``metric``), in percent."""
     emb = [project(lambda x, k=keys[lang]: heads.embed_texts(x, k), f) for lang, f in dev.items()]
-    return globetrotter_metric(emb)[0]
+    if select == "metric":
+        return globetrotter_metric(emb)[0]
+    return float(np.mean([p_at_1(a, b)[0] for i, a in enumerate(emb) for j, b in enumerate(emb) if i != j]))
 
 
 def val_score(heads: GlobetrotterHeads, img: np.ndarray, batcher: _Batcher, val_images: np.ndarray,
@@ -216,7 +223,7 @@ def train_globetrotter(img: np.ndarray, feats: dict[str, np.ndarray], owner: np.
     def score() -> tuple[float, str]:
         heads.eval()
         if dev:
-            return dev_score(heads, dev, keys), "dev_metric"
+            return dev_score(heads, dev, keys, config.select), f"dev_{config.select}"
         return val_score(heads, img, batcher, val_images, owner, lang_of, rows), "val_mean_recall"
 
     history: list[dict[str, Any]] = []

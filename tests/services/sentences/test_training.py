@@ -31,7 +31,7 @@ def test_training_aligns_languages_that_only_photos_connect():
     p1, m1 = _cross(heads, test, keys)
     assert p0 < 10 and m0 < 15  # chance: 1 %
     assert p1 > 60 and m1 > 60 and p1 > p0 + 50
-    assert best["epoch"] >= 1 and best["dev_metric"] == max(h["dev_metric"] for h in history)
+    assert best["epoch"] >= 1 and best["dev_p@1"] == max(h["dev_p@1"] for h in history)
     assert any("alpha_pos" in h for h in history)
 
 
