@@ -55,7 +55,10 @@ def artifacts() -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an asyncio loop running in the main thread
+# while it is open, and every later test calling asyncio.run() would fail ("cannot be called from a
+# running event loop"). Closing it when the browser tests end keeps the rest of the suite clean.
+@pytest.fixture(scope="package")
 def browser():
     try:
         from playwright.sync_api import sync_playwright
@@ -201,7 +204,7 @@ def _train_heads(base: str, images_dir: str) -> dict:
     return job
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def console_server(tmp_path_factory, browser):
     """``vislex serve`` on a free loopback port: spaces en/fr/de, an en-fr mapping (procrustes on a seed
     dictionary, made by `vislex align`), no de mapping (a job makes it), a tiny CLIP, its photos, uCLIP heads.
