@@ -63,6 +63,7 @@ def child_main(args) -> None:
     result = STAGES[args.child](ctx)
     result["peak_mb"] = peak_rss_mb()
     result["cpu_s"] = Timer.cpu_total  # CPU seconds of the timed blocks (all threads)
+    result["load_avg_1m"] = os.getloadavg()[0]  # the machine's load when the stage ended (shared boxes)
     result["import_mb"] = import_mb
     if torch.cuda.is_available():
         result["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
