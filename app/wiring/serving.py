@@ -19,7 +19,7 @@ from app.runtime import ComponentUnavailable, Runtime
 from services.alignment.vectors import load_vectors, normalize
 from services.errors import Unavailable
 from services.serving.cache import TranslationCache
-from services.serving.encoder_spaces import EncoderSpaceBuilder
+from services.serving.encoder_spaces import BackgroundGate, EncoderSpaceBuilder
 from services.serving.registry import SpaceRegistry, identity_mapping, load_mapping_file
 from services.serving.space import WordSpace
 from services.serving.translator import Translator
@@ -54,14 +54,26 @@ def new_registry(settings) -> SpaceRegistry:
     return registry
 
 
-def encoder_builder(settings, registry: SpaceRegistry, *, encoder_factory=None) -> EncoderSpaceBuilder:
+def encoder_builder(settings, registry: SpaceRegistry, *, encoder_factory=None,
+                    gate: BackgroundGate | None = None) -> EncoderSpaceBuilder:
     """A builder for the encoder languages (startup ones first, then the lazy ones) not served from files."""
     langs = [lang for lang in [*settings.encoder_languages, *settings.encoder_languages_lazy]
              if lang not in settings.spaces]
     return EncoderSpaceBuilder(registry, langs, n=settings.encoder_vocab_size, encoder_name=settings.text_encoder,
                                cache_dir=settings.cache_dir, normalize=settings.normalize,
                                storage_dtype=settings.storage_dtype, rule=purity_rule(settings),
-                               encoder_factory=encoder_factory)
+                               encoder_factory=encoder_factory, gate=gate)
+
+
+def job_gate(runtime: Runtime, stop: threading.Event) -> BackgroundGate | None:
+    """With the worker `vislex serve` embeds (same machine), background work waits while a job is queued or
+    running (services/serving/encoder_spaces.py, BackgroundGate); None with an external Redis."""
+    if not runtime.settings.redis_embedded or runtime.redis is None:
+        return None
+    from services.jobs.store import JobStore
+
+    client = runtime.redis
+    return BackgroundGate(lambda: client.scard(JobStore.ACTIVE) > 0, stop=stop)
 
 
 def install_saved_mappings(settings, registry: SpaceRegistry) -> None:
@@ -82,12 +94,13 @@ def _background(runtime: Runtime, registry: SpaceRegistry, stop: threading.Event
                 builder: EncoderSpaceBuilder | None = None) -> None:
     if registry.table_build == "eager":
         registry.request_all_tables()
-    registry.warm_csls(stop)
+    gate = builder.gate if builder is not None else None
+    registry.warm_csls(stop, pause=gate.wait if gate is not None else None)
     while not stop.is_set():
         registry.build_requested_tables(stop)
         if builder is not None and builder.remaining:
             # Lazy languages, one per turn, so a pair in use gets its tables between two of them.
-            builder.build_next()
+            builder.build_next(background=True)
             if not builder.remaining:
                 builder.close()
             continue
@@ -104,7 +117,9 @@ def load(runtime: Runtime) -> None:
     """Loader of the 'spaces' component."""
     settings = runtime.settings
     registry = new_registry(settings)
-    builder = encoder_builder(settings, registry, encoder_factory=runtime.extras.get("text_encoder_factory"))
+    stop = threading.Event()
+    builder = encoder_builder(settings, registry, encoder_factory=runtime.extras.get("text_encoder_factory"),
+                              gate=job_gate(runtime, stop))
     runtime.components["spaces"].progress = builder.progress
     cache = None
     if settings.cache_enabled and runtime.redis_url:
@@ -134,7 +149,6 @@ def load(runtime: Runtime) -> None:
 
         push = runtime.extras["version_push"] = VersionPush(registry, runtime.redis).start()
         runtime.extras.setdefault("on_close", []).append(push.close)
-    stop = threading.Event()
     runtime.extras.setdefault("on_close", []).extend([stop.set, registry.wake])
     runtime.extras["serving_stop"] = stop
     thread = threading.Thread(target=_background, args=(runtime, registry, stop, builder), name="vislex-serving-sync",

@@ -4,8 +4,21 @@ All languages embedded by one multilingual encoder live in one shared space, so 
 maps between any two of them (the embedded default needs no download and no alignment).
 Vocabularies are language-pure (services/serving/vocabulary.py: English text inside French web
 corpora does not make ``dog`` a French word). Built once and cached on disk under
-``cache_dir/encoder_spaces`` (atomic writes), keyed by encoder, language, N, the purity rule and
-the wordfreq version.
+``cache_dir/encoder_spaces`` (atomic writes), keyed by encoder, language, N, the purity rule, the
+capitalised-form weight and the wordfreq version.
+
+**Word forms.** wordfreq folds case, so a served word is its lower-case string, but text writes words
+capitalised too (sentence-initially; German nouns; names) and the encoders are case-sensitive: to USE
+the string ``hund`` is a rarer, vaguer token sequence than ``Hund``. A word's vector is therefore
+unit((1 − w)·unit(E(word)) + w·unit(E(Word))), its lower-case and capitalised forms mixed with one weight
+``w`` for every language (scripts without case give the same string twice, embedded once). w = 0.25 was
+chosen by :func:`choose_capitalised_weight` on the dev splits (MUSE *train* source words ranked
+1,000–5,000: en→fr, en→de, en→ru; the 1,000 most frequent source words of the Glavaš *train* 5k
+dictionaries: en→fr, en→de, de→fr; served answers, P@1 CSLS; benchmarks/encoder_spaces.py ``--dev``) from
+{0, 1/8, 1/4, 3/8, 1/2}: the weight with most dev hits among those that lose on no dev pair against
+w = 0, before any test figure was read. P@1 76.8 → 77.2, 64.5 → 69.2, 55.3 → 59.3, 67.7 → 68.1,
+50.0 → 53.2, 52.7 → 57.2 (3/8 had more hits in all but one fewer on Glavaš en→fr; 1/2 lost 2 points on
+MUSE en→fr). The cost is a second encoder pass per language (the build seconds in /readyz).
 """
 
 from __future__ import annotations
@@ -26,9 +39,12 @@ from services.serving.vocabulary import PurityRule, pure_vocabulary, release_wor
 
 log = logging.getLogger(__name__)
 
-__all__ = ["encoder_vocabulary", "encoder_space_path", "build_encoder_vectors", "wordfreq_version"]
+__all__ = ["encoder_vocabulary", "encoder_space_path", "build_encoder_vectors", "wordfreq_version",
+           "embed_word_forms", "DEFAULT_CAPITALISED_WEIGHT", "CAPITALISED_WEIGHT_GRID", "choose_capitalised_weight",
+           "BackgroundGate", "EncoderSpaceBuilder"]
 
 _CACHE_FORMAT = 2
+DEFAULT_CAPITALISED_WEIGHT = 0.25  # w of the capitalised form (module docstring, "Word forms")
 # Candidates scanned per served word: the purity rule drops 3-15 % of a top list (more for ru, ja).
 _SCAN_FACTOR = 1.5
 
@@ -69,10 +85,51 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:60]
 
 
-def encoder_space_path(cache_dir: Path, encoder_name: str, lang: str, n: int, rule: PurityRule | None = None) -> Path:
-    """Cache file for (encoder, language, N, purity rule, wordfreq version)."""
+def _unit(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float32)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.where(norms > 0, norms, 1.0)
+
+
+CAPITALISED_WEIGHT_GRID = (0.0, 0.125, 0.25, 0.375, 0.5)
+
+
+def choose_capitalised_weight(dev: dict[float, list[int]]) -> float:
+    """w from dev results {w: [hits per dev pair]} (module docstring): most hits summed among the weights
+    with at least w = 0's hits on every pair (the smaller on ties)."""
+    base = dev[0.0]
+    fair = [w for w, hits in dev.items() if all(h >= b for h, b in zip(hits, base))]
+    return max(fair, key=lambda w: (sum(dev[w]), -w))
+
+
+def capitalised(word: str) -> str:
+    """The word as it starts a sentence (first character upper-cased, the rest kept)."""
+    return word[:1].upper() + word[1:]
+
+
+def embed_word_forms(encoder: Any, words: list[str], capitalised_weight: float = DEFAULT_CAPITALISED_WEIGHT
+                     ) -> np.ndarray:
+    """unit((1 − w)·unit(E(word)) + w·unit(E(Word))) per word (module docstring, "Word forms"); unit rows.
+
+    Words whose capitalised form is the same string (no case in their script) are embedded once."""
+    w = float(capitalised_weight)
+    vectors = np.asarray(encoder.encode(words), dtype=np.float32)
+    if not w or not len(words):
+        return np.ascontiguousarray(vectors)
+    vectors = _unit(vectors)
+    forms = [capitalised(x) for x in words]
+    cased = np.flatnonzero(np.fromiter((f != x for f, x in zip(forms, words)), dtype=bool, count=len(words)))
+    if len(cased):
+        vectors[cased] = (1.0 - w) * vectors[cased] + w * _unit(encoder.encode([forms[i] for i in cased]))
+    return np.ascontiguousarray(_unit(vectors), dtype=np.float32)
+
+
+def encoder_space_path(cache_dir: Path, encoder_name: str, lang: str, n: int, rule: PurityRule | None = None,
+                       capitalised_weight: float = DEFAULT_CAPITALISED_WEIGHT) -> Path:
+    """Cache file for (encoder, language, N, purity rule, capitalised-form weight, wordfreq version)."""
     rule_tag = rule.tag() if rule is not None else "raw"
-    tag = hashlib.sha256(f"{_CACHE_FORMAT}|{encoder_name}|{lang}|{n}|{rule_tag}|{wordfreq_version()}".encode()
+    forms = f"|cap={float(capitalised_weight):g}" if capitalised_weight else ""  # w = 0: the files of before
+    tag = hashlib.sha256(f"{_CACHE_FORMAT}|{encoder_name}|{lang}|{n}|{rule_tag}|{wordfreq_version()}{forms}".encode()
                          ).hexdigest()[:12]
     return Path(cache_dir) / "encoder_spaces" / f"{_slug(encoder_name)}-{lang}-{n}-{tag}.npy"
 
@@ -80,14 +137,16 @@ def encoder_space_path(cache_dir: Path, encoder_name: str, lang: str, n: int, ru
 def build_encoder_vectors(lang: str, n: int, *, encoder_name: str, cache_dir: Path | None,
                           encoder_factory: Callable[[str], Any] | None = None,
                           words: list[str] | None = None, rule: PurityRule | None = None,
-                          frequencies: Callable[[str], Any] = wordfreq_frequencies) -> WordVectors:
+                          frequencies: Callable[[str], Any] = wordfreq_frequencies,
+                          capitalised_weight: float = DEFAULT_CAPITALISED_WEIGHT) -> WordVectors:
     """Word vectors of the top-``n`` words of ``lang`` under ``encoder_name`` (unit rows; cached on disk).
 
     ``encoder_factory(name)`` defaults to :func:`models.text_encoders.load_text_encoder`;
     ``words`` overrides the wordfreq vocabulary (tests); ``rule`` keeps it language-pure
-    (``frequencies(lang)`` gives the word frequencies the rule compares).
+    (``frequencies(lang)`` gives the word frequencies the rule compares); ``capitalised_weight`` mixes in
+    the capitalised forms (:func:`embed_word_forms`).
     """
-    path = (encoder_space_path(cache_dir, encoder_name, lang, n, rule)
+    path = (encoder_space_path(cache_dir, encoder_name, lang, n, rule, capitalised_weight)
             if cache_dir is not None and words is None else None)
     if path is not None and path.is_file():
         try:
@@ -99,13 +158,61 @@ def build_encoder_vectors(lang: str, n: int, *, encoder_name: str, cache_dir: Pa
     encoder = encoder_factory(encoder_name)
     vocab = words if words is not None else encoder_vocabulary(lang, n, rule, frequencies=frequencies)
     start = time.perf_counter()
-    vectors = np.ascontiguousarray(encoder.encode(vocab), dtype=np.float32)
+    vectors = embed_word_forms(encoder, vocab, capitalised_weight)
     log.info("encoder space built", extra={"lang": lang, "words": len(vocab), "encoder": encoder_name,
+                                           "capitalised_weight": capitalised_weight,
                                            "seconds": round(time.perf_counter() - start, 2)})
     wv = WordVectors(vocab, vectors)
     if path is not None:
         save_vectors(path, wv)
     return wv
+
+
+class BackgroundGate:
+    """Background work no request waits for yields the cores to the jobs of a worker on the same machine.
+
+    ``vislex serve`` runs one worker beside the API. After a fresh start the API's background thread computes
+    CSLS r_S for every pair and builds the lazy languages for a minute or two; a job submitted meanwhile
+    shared the 2 cores with it (the README's ``procrustes+l1`` example: ~55 s alone, ~105 s then). Between
+    two units of that work, :meth:`wait` blocks while ``busy()`` (a job is queued or running), polling every
+    ``poll_s``. It returns at once when ``stop`` is set or :meth:`wake` is called (a request waits for a
+    language), and waits ``max_wait_s`` in all at most, so a long training job cannot keep the lazy languages
+    from ever being built. ``busy`` errors count as not busy.
+    """
+
+    def __init__(self, busy: Callable[[], bool], *, stop: Any = None, poll_s: float = 0.5,
+                 max_wait_s: float = 300.0):
+        import threading
+
+        self.busy, self.stop, self.poll_s = busy, stop, float(poll_s)
+        self.budget_s = float(max_wait_s)
+        self.waited_s = 0.0
+        self._wake = threading.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _busy(self) -> bool:
+        try:
+            return bool(self.busy())
+        except Exception:  # noqa: BLE001 - no answer (Redis away): nothing to yield to
+            return False
+
+    def wait(self, unless: Callable[[], bool] | None = None) -> float:
+        """Block while a job runs (see the class docstring); returns the seconds waited."""
+        start = time.perf_counter()
+        while self.waited_s + (time.perf_counter() - start) < self.budget_s:
+            if (self.stop is not None and self.stop.is_set()) or (unless is not None and unless()):
+                break
+            if not self._busy():
+                break
+            if self._wake.wait(self.poll_s):
+                self._wake.clear()
+                if unless is None:
+                    break
+        waited = time.perf_counter() - start
+        self.waited_s += waited
+        return waited
 
 
 class EncoderSpaceBuilder:
@@ -115,15 +222,21 @@ class EncoderSpaceBuilder:
     the group already built, so a fresh start answers for the first languages while the others are still
     being embedded. Languages not built yet are *pending* in the registry (a request for one answers 503
     ``space_loading`` and moves it to the front of the queue). ``progress`` is a live dict for ``/readyz``.
+    With a ``gate``, :meth:`build_next` (``background=True``) first waits for the jobs of the embedded worker,
+    unless a request waits for a queued language.
     """
 
     def __init__(self, registry: Any, languages: list[str], *, n: int, encoder_name: str, cache_dir: Path | None,
                  normalize: str, storage_dtype: str, rule: PurityRule | None,
                  encoder_factory: Callable[[str], Any] | None = None,
-                 frequencies: Callable[[str], Any] = wordfreq_frequencies):
+                 frequencies: Callable[[str], Any] = wordfreq_frequencies,
+                 capitalised_weight: float = DEFAULT_CAPITALISED_WEIGHT, gate: BackgroundGate | None = None):
         import threading
 
         self.registry = registry
+        self.capitalised_weight = float(capitalised_weight)
+        self.gate = gate
+        self._requested: set[str] = set()  # languages a request asked for (503 space_loading), not built yet
         self.group = f"encoder:{encoder_name}"
         self.n, self.encoder_name, self.cache_dir = n, encoder_name, cache_dir
         self.normalize, self.storage_dtype, self.rule = normalize, storage_dtype, rule
@@ -142,20 +255,36 @@ class EncoderSpaceBuilder:
     def prioritize(self, lang: str) -> None:
         """Build ``lang`` next (a request is waiting for it)."""
         with self._lock:
-            if lang in self._queue and self._queue[0] != lang:
-                self._queue.remove(lang)
-                self._queue.insert(0, lang)
+            if lang in self._queue:
+                self._requested.add(lang)
+                if self._queue[0] != lang:
+                    self._queue.remove(lang)
+                    self._queue.insert(0, lang)
+        if self.gate is not None:
+            self.gate.wake()
+
+    def _request_waiting(self) -> bool:
+        with self._lock:
+            return bool(self._requested.intersection(self._queue))
 
     @property
     def remaining(self) -> int:
         return len(self._queue)
 
-    def build_next(self) -> str | None:
-        """Build and serve the next queued language; returns it (None when the queue is empty)."""
+    def build_next(self, background: bool = False) -> str | None:
+        """Build and serve the next queued language; returns it (None when the queue is empty).
+
+        ``background``: first yield to the embedded worker's jobs through the gate (class docstring)."""
         from services.alignment.vectors import normalize as normalize_rows
         from services.serving.registry import identity_mapping
         from services.serving.space import WordSpace
 
+        if background and self.gate is not None and self._queue:
+            self.progress["waiting_for_jobs"] = True
+            try:
+                self.gate.wait(unless=self._request_waiting)
+            finally:
+                self.progress["waiting_for_jobs"] = False
         with self._lock:
             if not self._queue:
                 return None
@@ -165,7 +294,7 @@ class EncoderSpaceBuilder:
         try:
             wv = build_encoder_vectors(lang, self.n, encoder_name=self.encoder_name, cache_dir=self.cache_dir,
                                        encoder_factory=self.encoder_factory, rule=self.rule,
-                                       frequencies=self._frequencies)
+                                       frequencies=self._frequencies, capitalised_weight=self.capitalised_weight)
             space = WordSpace.build(lang, wv.words, normalize_rows(wv.vectors, self.normalize), source=self.group,
                                     group=self.group, fingerprint=wv.fingerprint(), storage_dtype=self.storage_dtype)
             self.registry.add_space(space)
@@ -191,6 +320,7 @@ class EncoderSpaceBuilder:
             with self._lock:
                 if lang in self._queue:
                     self._queue.remove(lang)
+                self._requested.discard(lang)
             seconds = round(time.perf_counter() - start, 2)
             self.progress.update(languages_built=len(self.built), building=None, built=list(self.built),
                                  seconds=round(time.perf_counter() - self._started, 2))

@@ -328,10 +328,14 @@ class SpaceRegistry:
             self._swap_pair(state)
             return self._state.pairs[(src, tgt)]
 
-    def warm_csls(self, stop: threading.Event | None = None) -> int:
-        """Compute r_S for every pair that lacks it (background after startup); returns how many."""
+    def warm_csls(self, stop: threading.Event | None = None, pause: Any = None) -> int:
+        """Compute r_S for every pair that lacks it (background after startup); returns how many.
+
+        ``pause()``, when given, is called before each pair (it may block: background work yielding the cores)."""
         done = 0
         for src, tgt in list(self._state.pairs):
+            if pause is not None:
+                pause()
             if stop is not None and stop.is_set():
                 break
             self.build_requested_tables(stop)  # a pair in use comes before warming the others

@@ -11,7 +11,9 @@ import pytest
 
 
 class GatedEncoder:
-    """A stub multilingual encoder (rank i of every language is one point) whose n-th call waits for gates[n]."""
+    """A stub multilingual encoder (rank i of every language is one point) whose n-th call waits for gates[n].
+
+    A language is two calls: its words, then their capitalised forms (encoder_spaces.embed_word_forms)."""
 
     name, dim, languages = "stub", 16, ("*",)
 
@@ -41,10 +43,10 @@ def _wait(predicate, timeout=30.0):
 def gated(monkeypatch):
     import models.text_encoders as text_encoders
 
-    gates = {2: threading.Event(), 3: threading.Event()}  # 2nd language (startup), 3rd (lazy)
+    gates = {3: threading.Event(), 5: threading.Event()}  # 2nd language (startup), 3rd (lazy)
     encoder = GatedEncoder(gates)
     monkeypatch.setattr(text_encoders, "load_text_encoder", lambda name="stub": encoder)
-    yield gates
+    yield {"fr": gates[3], "de": gates[5]}
     for gate in gates.values():
         gate.set()
 
@@ -69,7 +71,7 @@ def test_progress_partial_serving_and_lazy_language(make_client, gated):
         err = loading.json()["error"]
         assert err["code"] == "space_loading" and err["detail"]["lang"] == "fr"
 
-        gated[2].set()
+        gated["fr"].set()
         assert _wait(lambda: c.get("/readyz").status_code == 200)
         ok = c.get("/v1/translate", params={"word": "the", "src": "en", "tgt": "fr", "k": 1})
         from services.serving.encoder_spaces import encoder_vocabulary
@@ -81,14 +83,39 @@ def test_progress_partial_serving_and_lazy_language(make_client, gated):
         lazy = c.get("/v1/translate", params={"word": "the", "src": "en", "tgt": "de"})
         assert lazy.status_code == 503 and lazy.json()["error"]["code"] == "space_loading"
         assert c.get("/readyz").status_code == 200
-        gated[3].set()
+        gated["de"].set()
         assert _wait(lambda: c.get("/v1/translate", params={"word": "the", "src": "en", "tgt": "de"}).status_code == 200)
         assert c.get("/readyz").json()["components"]["spaces"]["progress"]["languages_built"] == 3
 
 
 def test_unknown_language_is_still_404(make_client, gated):
-    gated[2].set()
+    gated["fr"].set()
     with make_client(encoder_languages=["en", "fr"], text_encoder="stub", encoder_vocab_size=30,
                      vocab_leak_margin=None, normalize="unit") as c:
         out = c.get("/v1/translate", params={"word": "the", "src": "en", "tgt": "xx"})
         assert out.status_code == 404 and out.json()["error"]["code"] == "space_not_found"
+
+
+def test_background_work_yields_only_to_the_embedded_worker(tmp_path):
+    import threading
+    from types import SimpleNamespace
+
+    from app.settings import Settings
+    from app.wiring.serving import job_gate
+    from services.jobs.store import JobStore
+
+    class FakeRedis:
+        def __init__(self):
+            self.active = {"job-1"}
+
+        def scard(self, key):
+            return len(self.active) if key == JobStore.ACTIVE else 0
+
+    redis = FakeRedis()
+    embedded = SimpleNamespace(settings=Settings(data_dir=tmp_path, redis_embedded=True), redis=redis)
+    gate = job_gate(embedded, threading.Event())
+    assert gate is not None and gate.busy()
+    redis.active.clear()
+    assert not gate.busy()
+    external = SimpleNamespace(settings=Settings(data_dir=tmp_path, redis_url="redis://elsewhere:6379/0"), redis=redis)
+    assert job_gate(external, threading.Event()) is None  # workers on other machines: nothing to yield

@@ -79,3 +79,14 @@ def test_tables_search_single_and_batch_agree_under_the_prior(k):
     singles = [ts.translate(w, "en", "fr", k=k)["translations"] for w in words]
     assert [[t["word"] for t in x] for x in batch_s] == [[t["word"] for t in x] for x in batch_t] \
         == [[t["word"] for t in x] for x in singles]
+
+
+def test_the_identical_weight_rule():
+    from services.serving.rank_prior import choose_identical_weight
+
+    # The smallest weight whose echo is under 1.5 % on every pair ...
+    dev = {0.2: [(700, 1.4), (500, 1.6)], 0.5: [(690, 0.9), (495, 1.2)], 1.0: [(650, 0.5), (480, 0.7)]}
+    assert choose_identical_weight(dev) == 0.5
+    # ... and when none is, the one with most hits (echo cannot be bought on every pair).
+    dev = {0.2: [(700, 1.4), (500, 6.0)], 0.5: [(690, 0.9), (495, 3.0)], 1.0: [(650, 0.5), (480, 2.0)]}
+    assert choose_identical_weight(dev) == 0.2
