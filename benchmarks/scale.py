@@ -276,6 +276,15 @@ def run_scale(args) -> None:
             counts = (2, 3) if args.quick else (2, 6, 14)
             serving = measure_serving(work / "en.npy", min(args.serve_size, max(sizes)), counts,
                                       requests=2000 if args.quick else 12000, seconds=5 if args.quick else 15)
+    if args.merge:  # earlier runs' results for what this one did not run (this run's win)
+        old = json.loads(Path(args.merge).read_text())
+        for stage, by_size in old.get("stages", {}).items():
+            for n, r in by_size.items():
+                results.setdefault(stage, {}).setdefault(int(n), r)
+        sizes = sorted({*sizes, *old.get("sizes", [])})
+        memory = memory or old.get("serve_memory", [])
+        serving = serving or old.get("serving", [])
+        info = info if info.get("max_size", 0) >= old.get("extension", {}).get("max_size", 0) else old["extension"]
     rows = summarise(results, sizes, rates)
     report(rows, sizes, memory, serving)
     png = plot(results, sizes, out.with_suffix(".png"), f"vislex stages, {rates['cores']} cores, device {args.device}")
@@ -378,6 +387,8 @@ def main() -> None:
     ap.add_argument("--work", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--extra", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--markdown", default=None, metavar="JSON", help="print a scale.json's tables as markdown")
+    ap.add_argument("--merge", default=None, metavar="JSON",
+                    help="fill in stages/sizes this run skips from an earlier scale.json (e.g. rerun one size)")
     args = ap.parse_args()
     if args.markdown:
         print(markdown(json.loads(Path(args.markdown).read_text())))
