@@ -220,7 +220,9 @@ def test_jobs_api_key_submit_watch_finish_translate_and_cancel(open_page, consol
     p.shot("finished")
     # its mapping is served at once: Translate en -> de answers a held-out word
     job.get_by_role("button", name="Translate with it").click()
-    assert page.is_visible("#panel-translate") and page.input_value("#tr-tgt") == "de"
+    # the tab switches on `hashchange`, an event after the click returns: wait for it, never sample it
+    page.wait_for_selector("#panel-translate", state="visible", timeout=10_000)
+    assert page.input_value("#tr-tgt") == "de"
     page.fill("#tr-words", "w321")
     page.press("#tr-words", "Enter")
     expect_text(page, ".word-card .translations li:first-child .word", r"^d321$")

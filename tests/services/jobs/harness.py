@@ -15,7 +15,11 @@ PLUGIN = "tests.services.jobs.plugin_aligners"
 
 
 def jobs_redis_db_url(url: str, db: int) -> str:
-    """Same server, another database: job tests never flush the shared db 0 under other tests' feet."""
+    """Same server, another database: job tests never flush the shared db 0 under other tests' feet.
+
+    Databases in use (one owner each; a worker left on a database takes any message sent there):
+    5 worker recovery, 6 jobs conftest, 7 app alignments (session-long worker), 9 job kinds, 11 schema fuzz,
+    12 job resend, 13/14 worker ping."""
     base, _, last = url.rstrip("/").rpartition("/")
     return f"{base}/{db}" if last.isdigit() else f"{url.rstrip('/')}/{db}"
 

@@ -193,7 +193,9 @@ def test_a_starting_worker_recovers_a_kinds_job_left_by_a_dead_one(redis_url, tm
     finds a job whose worker died, re-queues it and runs it."""
     from services.infra.redis import connect
 
-    url = jobs_redis_db_url(redis_url, db=7)
+    # a database of its own: tests/app/test_alignments.py keeps a session-long worker on db 7 (queue "light")
+    # that, without this test's plugin, would take the re-queued message (CI failure, 2026-12-03)
+    url = jobs_redis_db_url(redis_url, db=9)
     client = connect(url)
     client.flushdb()
     monkeypatch.setattr(harness, "PLUGIN", f"{harness.PLUGIN},tests.services.jobs.plugin_kinds")
@@ -204,8 +206,11 @@ def test_a_starting_worker_recovers_a_kinds_job_left_by_a_dead_one(redis_url, tm
     wait_for(lambda: not jobs.store.heartbeat_alive(view["id"]), 5, message="ghost heartbeat expiry")
     worker = WorkerProcess(url, tmp_path, queues="light", heartbeat_s=0.3, log_path=tmp_path / "worker.log")
     try:
-        done = wait_for(lambda: (lambda v: v if v["state"] in ("succeeded", "failed") else None)(
-            jobs.view(view["id"])), 90, interval=0.1, message="job recovered by the starting worker")
+        try:
+            done = wait_for(lambda: (lambda v: v if v["state"] in ("succeeded", "failed") else None)(
+                jobs.view(view["id"])), 90, interval=0.1, message="job recovered by the starting worker")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\njob: {jobs.view(view['id'])}\nworker log: {worker.tail()}") from None
         assert done["state"] == "succeeded", (done, worker.tail())
         assert done["retries"] == 1 and done["attempt"] == 2 and done["losses"] == [1.0, 0.5]
         assert jobs.artifact(view["id"])[0].read_bytes() == b"trained 2"
