@@ -22,7 +22,13 @@ BENCHMARKS = {
     "serve": ("serve.py", ["--quick"]),
     "jobs": ("jobs.py", ["--jobs", "5", "--polls", "100"]),
     "fingerprints": ("fingerprints.py", ["--words", "2000"]),
+    "uclip_speed": ("uclip_speed.py", ["--quick"]),
+    # the real-photo benchmarks (../shared/data): compact CLIPs, uCLIP, WALIP step 1, Globetrotter, cost curves
+    "clip_train": ("clip_train.py", ["--quick", "--no-http"]),
     "uclip": ("uclip.py", ["--quick"]),
+    "walip_visual": ("walip_visual.py", ["--grid", "small"]),
+    "globetrotter": ("globetrotter.py", ["--quick", "--no-http"]),
+    "scale": ("scale.py", ["--quick"]),
 }
 
 
