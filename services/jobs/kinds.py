@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 QUEUES = ("light", "heavy")
 # Modules defining the built-in kinds; importing one registers its kind (and its Celery task).
-BUILTIN_KIND_MODULES = ("services.retrieval.jobs", "services.jobs.clip_jobs")
+BUILTIN_KIND_MODULES = ("services.retrieval.jobs", "services.jobs.clip_jobs", "services.sentences.jobs")
 
 
 @dataclass(frozen=True)

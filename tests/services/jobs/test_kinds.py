@@ -225,3 +225,18 @@ def test_kind_names_that_would_clash_or_break_keys_are_refused(name):
 
     with pytest.raises(ValueError):
         register(JobKind(name=name, label="x", task_name="vislex.x", run=lambda params, progress: {}))
+
+
+def test_a_worker_knows_every_kind_the_api_submits():
+    """Workers build their task table from ``services.jobs.tasks`` (BUILTIN_KIND_MODULES); the API submits
+    Globetrotter trainings too (app/wiring/sentences.py). Before the fix a real `vislex worker` had no
+    ``vislex.globetrotter_train`` task: the job stayed queued until its time limit."""
+    import subprocess
+    import sys
+
+    code = ("import services.jobs.tasks as t; from services.jobs.kinds import registered; "
+            "print(sorted(k.task_name for k in registered() if k.task_name in t.celery_app.tasks))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=harness.REPO_ROOT).stdout
+    for task in ("vislex.uclip_train", "vislex.clip_train", "vislex.globetrotter_train"):
+        assert task in out, out
