@@ -9,9 +9,22 @@ model: heads, the checkpoint format, and :class:`CompactClip`, which has the met
 models.clip.ClipEncoder (``encode_text``, ``encode_images``, ``embed_dim``, ``identity``...) so a
 trained checkpoint is a CLIP everywhere vislex takes one.
 
+Language centring (:class:`TextCentres`): multilingual sentence encoders put a language-specific
+offset on every sentence (Libovický et al. 2020, "On the language neutrality of pre-trained
+multilingual representations", section 3: subtracting each language's mean representation makes
+them markedly more language-neutral). A linear head cannot undo a per-language shift (a global
+shift is only a bias), so a checkpoint may carry each training language's mean tower output; a
+text's tower row has its language's mean subtracted *before* the text head, in training and at
+query time alike -- :meth:`CompactClip.text_features_to_clip` is the one place that embeds text.
+A text whose language is not given (or has no stored mean) gets the nearest stored mean
+(nearest-centroid language identification, which these representations make easy: Libovický et
+al., section 4.1).
+
 Checkpoint: a ``torch.save`` dict (loaded with ``weights_only=True``: tensors and plain types
 only) with ``format = "vislex-compact-clip"``, the tower names, the heads' state and config,
-the static text tower's IDF table when it has one, and provenance (data, metrics, time).
+the static text tower's IDF table when it has one, the per-language text centres when the model
+was trained with them (``text_centres``: language -> mean row; version 2 -- a version-1
+checkpoint has none and loads as before), and provenance (data, metrics, time).
 """
 
 from __future__ import annotations
@@ -29,7 +42,7 @@ from torch import nn
 from services.errors import InvalidInput, Unavailable
 
 FORMAT = "vislex-compact-clip"
-VERSION = 1
+VERSION = 2  # 2: optional per-language text centres; a checkpoint without them is still written as version 1
 HEAD_KINDS = ("linear", "mlp")
 
 
@@ -96,15 +109,21 @@ def clip_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor) -
     return 0.5 * (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target))
 
 
-def multi_positive_loss(img: torch.Tensor, txt: torch.Tensor, owner: torch.Tensor, logit_scale: torch.Tensor
-                        ) -> torch.Tensor:
+def multi_positive_loss(img: torch.Tensor, txt: torch.Tensor, owner: torch.Tensor, logit_scale: torch.Tensor,
+                        weights: torch.Tensor | None = None) -> torch.Tensor:
     """InfoNCE with every caption of each photo in the batch: text->image is CLIP's cross entropy (each caption
-    against the batch's photos); image->text spreads the target uniformly over the photo's own captions."""
+    against the batch's photos); image->text spreads the target uniformly over the photo's own captions.
+    ``weights`` (one per caption, positive) make both a weighted mean instead: the text->image terms are
+    averaged with them and each photo's image->text target is proportional to them."""
     scale = logit_scale.exp().clamp(max=100.0)
     logits = scale * txt @ img.T  # (captions, photos)
-    t2i = nn.functional.cross_entropy(logits, owner)
     log_p = torch.log_softmax(logits.T, dim=1)  # (photos, captions)
     positives = (owner[None, :] == torch.arange(len(img), device=img.device)[:, None]).float()
+    if weights is None:
+        t2i = nn.functional.cross_entropy(logits, owner)
+    else:
+        t2i = (nn.functional.cross_entropy(logits, owner, reduction="none") * weights).sum() / weights.sum()
+        positives = positives * weights[None, :]
     i2t = -((log_p * positives).sum(1) / positives.sum(1)).mean()
     return 0.5 * (t2i + i2t)
 
@@ -119,6 +138,80 @@ def project(head_fn, x: np.ndarray, device: str = "cpu", batch_size: int = 8192)
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
+# ---------------------------------------------------------------- language centring
+
+
+class TextCentres:
+    """Per-language mean tower outputs, subtracted from text rows before the text head (see the module doc).
+
+    ``apply(feats, lang)``: ``lang`` one code for every row, a sequence of codes (one per row), or None.
+    A row whose code is None or has no stored mean takes the nearest stored mean (Euclidean, i.e. the
+    largest ``x . m - |m|^2 / 2``): nearest-centroid language identification.
+    """
+
+    def __init__(self, means: dict[str, np.ndarray]):
+        if not means:
+            raise InvalidInput("text centres need at least one language", detail={"field": "text_centres"})
+        self.languages = tuple(sorted(means))
+        self.means = np.stack([np.asarray(means[l], dtype=np.float32).reshape(-1) for l in self.languages])
+        self._index = {l: i for i, l in enumerate(self.languages)}
+
+    @property
+    def dim(self) -> int:
+        return int(self.means.shape[1])
+
+    @classmethod
+    def fit(cls, feats: np.ndarray, languages: Sequence[str | None], min_rows: int = 1) -> "TextCentres | None":
+        """Each language's mean row of ``feats`` (rows whose language is None are left out); None if no language
+        has ``min_rows`` rows."""
+        langs = np.asarray([l if l is not None else "" for l in languages], dtype=object)
+        means = {}
+        for lang in sorted(set(langs.tolist()) - {""}):
+            rows = np.flatnonzero(langs == lang)
+            if len(rows) >= min_rows:
+                means[str(lang)] = np.asarray(feats[rows], dtype=np.float64).mean(axis=0).astype(np.float32)
+        return cls(means) if means else None
+
+    def identify(self, feats: np.ndarray) -> np.ndarray:
+        """Index (into :attr:`languages`) of each row's nearest mean."""
+        feats = np.asarray(feats, dtype=np.float32)
+        return np.argmax(feats @ self.means.T - 0.5 * (self.means ** 2).sum(axis=1)[None, :], axis=1)
+
+    def rows_for(self, feats: np.ndarray, lang: str | Sequence[str | None] | None) -> np.ndarray:
+        """Index of the mean each row takes (given language, else nearest)."""
+        n = len(feats)
+        if isinstance(lang, str) or lang is None:
+            if lang in self._index:
+                return np.full(n, self._index[lang], dtype=np.int64)
+            return self.identify(feats)
+        codes = list(lang)
+        if len(codes) != n:
+            raise InvalidInput(f"{len(codes)} language codes for {n} texts", detail={"field": "lang"})
+        idx = np.asarray([self._index.get(c, -1) if c is not None else -1 for c in codes], dtype=np.int64)
+        unknown = np.flatnonzero(idx < 0)
+        if len(unknown):
+            idx[unknown] = self.identify(np.asarray(feats)[unknown])
+        return idx
+
+    def apply(self, feats: np.ndarray, lang: str | Sequence[str | None] | None = None) -> np.ndarray:
+        feats = np.asarray(feats, dtype=np.float32)
+        if len(feats) == 0:
+            return feats
+        if feats.shape[1] != self.dim:
+            raise CheckpointError(f"text centres are {self.dim}-d; the text rows {feats.shape[1]}-d",
+                                  detail={"reason": "mismatched_towers"})
+        return feats - self.means[self.rows_for(feats, lang)]
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {lang: torch.as_tensor(self.means[i].copy()) for i, lang in enumerate(self.languages)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any] | None) -> "TextCentres | None":
+        if not state:
+            return None
+        return cls({str(k): (v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)) for k, v in state.items()})
+
+
 # ---------------------------------------------------------------- checkpoint
 
 
@@ -128,16 +221,23 @@ class CheckpointError(InvalidInput):
 
 def save_checkpoint(path: str | os.PathLike, heads: ClipHeads, *, image_tower: str, text_tower: str,
                     text_state: dict[str, Any] | None = None, languages: Sequence[str] = ("*",),
-                    meta: dict[str, Any] | None = None) -> Path:
-    """Write atomically (temp file + rename): a reader never sees half a checkpoint."""
+                    meta: dict[str, Any] | None = None, text_centres: TextCentres | None = None) -> Path:
+    """Write atomically (temp file + rename): a reader never sees half a checkpoint. Version 1 unless the
+    checkpoint carries text centres (which an older vislex would silently ignore: it refuses version 2)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
+    if text_centres is not None and text_centres.dim != heads.config.text_dim:
+        raise CheckpointError(f"text centres are {text_centres.dim}-d; the text head takes {heads.config.text_dim}-d",
+                              detail={"reason": "mismatched_towers"})
     blob = {
-        "format": FORMAT, "version": VERSION, "image_tower": image_tower, "text_tower": text_tower,
+        "format": FORMAT, "version": 2 if text_centres is not None else 1, "image_tower": image_tower,
+        "text_tower": text_tower,
         "head": asdict(heads.config), "state_dict": {k: v.detach().cpu() for k, v in heads.state_dict().items()},
         "text_state": {k: torch.as_tensor(np.asarray(v)) for k, v in (text_state or {}).items()},
         "languages": list(languages), "meta": meta or {},
     }
+    if text_centres is not None:
+        blob["text_centres"] = text_centres.state()
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
     torch.save(blob, tmp)
     os.replace(tmp, p)
@@ -186,8 +286,12 @@ class CompactClip:
     precision = "fp32"
 
     def __init__(self, heads: ClipHeads, image_tower: Any, text_tower: Any, *, label: str, identity: str,
-                 languages: Sequence[str], meta: dict[str, Any] | None = None, spec: Any = None):
+                 languages: Sequence[str], meta: dict[str, Any] | None = None, spec: Any = None,
+                 centres: TextCentres | None = None):
         cfg = heads.config
+        if centres is not None and centres.dim != cfg.text_dim:
+            raise CheckpointError(f"text centres are {centres.dim}-d; the text head takes {cfg.text_dim}-d",
+                                  detail={"reason": "mismatched_towers"})
         if image_tower is not None and image_tower.dim != cfg.image_dim:
             raise CheckpointError(f"image tower {image_tower.name} gives {image_tower.dim}-d rows; the heads take "
                                   f"{cfg.image_dim}-d", detail={"reason": "mismatched_towers"})
@@ -202,6 +306,7 @@ class CompactClip:
         self.languages = tuple(languages)
         self.meta = meta or {}
         self.spec = spec
+        self.centres = centres
         self.device = "cpu"
         self._lock = threading.Lock()
 
@@ -217,9 +322,18 @@ class CompactClip:
         return {"kind": "compact", "image_tower": getattr(self.image_tower, "name", None),
                 "text_tower": getattr(self.text_tower, "name", None), "embed_dim": self.embed_dim,
                 "head": self.heads.config.kind, "languages": list(self.languages), "identity": self.identity,
+                "text_centring": {"kind": "language", "languages": list(self.centres.languages)}
+                if self.centres is not None else {"kind": "none"},
                 "trained": {k: self.meta.get(k) for k in ("trained_at", "data", "val") if k in self.meta}}
 
-    def text_features_to_clip(self, feats: np.ndarray) -> np.ndarray:
+    def centre_text_features(self, feats: np.ndarray, lang: str | Sequence[str | None] | None = None) -> np.ndarray:
+        """Tower rows with their language's mean subtracted (unchanged when the model has no centres)."""
+        return feats if self.centres is None else self.centres.apply(feats, lang)
+
+    def text_features_to_clip(self, feats: np.ndarray, lang: str | Sequence[str | None] | None = None) -> np.ndarray:
+        """Text tower rows -> unit rows in the CLIP space: the single place a compact CLIP embeds text (centring,
+        then the text head). ``lang``: the texts' language (one code or one per row); None identifies it."""
+        feats = self.centre_text_features(feats, lang)
         with self._lock:
             return project(self.heads.embed_texts, feats)
 
@@ -227,11 +341,11 @@ class CompactClip:
         with self._lock:
             return project(self.heads.embed_images, feats)
 
-    def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    def encode_text(self, texts: Sequence[str], batch_size: int = 256, lang: str | None = None) -> np.ndarray:
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
-        return self.text_features_to_clip(self.text_tower.encode_text(texts, batch_size=batch_size))
+        return self.text_features_to_clip(self.text_tower.encode_text(texts, batch_size=batch_size), lang)
 
     def encode_images(self, images: Sequence[Any], batch_size: int = 64) -> np.ndarray:
         images = list(images)
@@ -271,5 +385,10 @@ def load_compact_clip(path: str | os.PathLike, *, mobilenet_dir: str | os.PathLi
     from models.image_towers import file_identity
 
     identity = f"compact:{file_identity(p)}"
+    try:
+        centres = TextCentres.from_state(blob.get("text_centres"))
+    except (InvalidInput, ValueError) as e:
+        raise CheckpointError(f"{p.name}: unreadable text centres: {e}", detail={"path": p.name}) from e
     return CompactClip(heads, image_tower, text_tower, label=label or f"compact:{p.name}", identity=identity,
-                       languages=blob.get("languages") or ("*",), meta=blob.get("meta") or {}, spec=spec)
+                       languages=blob.get("languages") or ("*",), meta=blob.get("meta") or {}, spec=spec,
+                       centres=centres)

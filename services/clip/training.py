@@ -8,6 +8,14 @@ photo are seen over the epochs. AdamW, cosine learning rate, validation recall a
 epoch on a seeded image-level split carved from the training photos, and the best epoch's heads
 are kept (early stopping with ``patience``). Deterministic for a seed on one device.
 
+When the captions' languages are known (``languages``: one code per caption), two more options:
+``centring="language"`` subtracts each language's mean tower output (estimated on the *training*
+photos' captions) before the text head and stores the means in the checkpoint
+(models.compact_clip.TextCentres; Libovický et al. 2020); ``caption_weights="language"`` gives each
+language of a photo equal weight in the loss (a photo's 5 English and 1 German caption: 1/5 each and
+1), instead of each caption equal weight. The validation report then also has text->image recall
+per language (``val_by_language``).
+
 :func:`run_clip_training` is the whole run from files (the CLI and the HTTP job share it);
 :func:`train_heads` is the pure part (arrays in, heads out).
 """
@@ -24,13 +32,16 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from models.compact_clip import ClipHeads, HeadConfig, clip_loss, multi_positive_loss, project, save_checkpoint
+from models.compact_clip import (ClipHeads, HeadConfig, TextCentres, clip_loss, multi_positive_loss, project,
+                                 save_checkpoint)
 from services.clip.data import load_captioned_set, split_images
 from services.clip.evaluation import mean_recall, retrieval_recall
 from services.clip.features import image_features, text_features
 from services.errors import InvalidInput
 
 Progress = Callable[[str, int, int, dict | None], None]
+CENTRING = ("none", "language")
+CAPTION_WEIGHTS = ("uniform", "language")
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,8 @@ class ClipTrainConfig:
     weight_decay: float = 0.05
     patience: int = 6
     captions: str = "all"  # per photo per batch: "one" drawn at random (CLIP) or "all" (multi-positive InfoNCE)
+    centring: str = "none"  # "language": subtract each caption language's mean tower row (needs caption languages)
+    caption_weights: str = "uniform"  # "language": each language of a photo weighs the same in the loss
     val_fraction: float = 0.1
     seed: int = 0
     device: str = "auto"
@@ -64,6 +77,11 @@ class ClipTrainConfig:
         cfg = cls(**data)
         if cfg.captions not in ("one", "all"):
             raise InvalidInput("captions must be 'one' or 'all'", detail={"field": "captions"})
+        if cfg.centring not in CENTRING:
+            raise InvalidInput(f"centring must be one of {list(CENTRING)}", detail={"field": "centring"})
+        if cfg.caption_weights not in CAPTION_WEIGHTS:
+            raise InvalidInput(f"caption_weights must be one of {list(CAPTION_WEIGHTS)}",
+                               detail={"field": "caption_weights"})
         if cfg.epochs < 1 or cfg.batch_size < 2 or cfg.lr <= 0 or cfg.patience < 1 or cfg.embed_dim < 1:
             raise InvalidInput("epochs, patience and embed_dim must be >= 1, batch_size >= 2, lr > 0",
                                detail={"field": "config"})
@@ -85,18 +103,51 @@ def _caption_table(owner: np.ndarray, n_images: int) -> tuple[np.ndarray, np.nda
     return order, start, count
 
 
+def language_weights(owner: np.ndarray, languages: np.ndarray) -> np.ndarray:
+    """Per caption: 1 / (number of captions of its photo in its language), so every language of a photo
+    weighs 1 in all."""
+    codes = np.unique(languages, return_inverse=True)[1].reshape(-1)
+    key = np.asarray(owner, dtype=np.int64) * (int(codes.max()) + 1) + codes
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    return (1.0 / counts[inverse.reshape(-1)]).astype(np.float32)
+
+
+def _languages_array(languages: Any, n: int) -> np.ndarray | None:
+    if languages is None:
+        return None
+    out = np.asarray(["" if l is None else str(l) for l in languages], dtype=object)
+    if len(out) != n:
+        raise InvalidInput(f"{len(out)} caption languages for {n} captions", detail={"field": "languages"})
+    return out
+
+
 def train_heads(image_feats: np.ndarray, text_feats: np.ndarray, owner: np.ndarray, train_images: np.ndarray,
-                val_images: np.ndarray, config: ClipTrainConfig, progress: Progress | None = None
-                ) -> tuple[ClipHeads, list[dict[str, Any]], dict[str, Any]]:
+                val_images: np.ndarray, config: ClipTrainConfig, progress: Progress | None = None,
+                languages: Any = None) -> tuple[ClipHeads, list[dict[str, Any]], dict[str, Any]]:
     """Train heads; returns (best heads, per-epoch history, best validation metrics).
 
     ``owner[j]`` is caption j's image (row of ``image_feats``); photos in ``val_images`` and their
-    captions are only used for validation recall.
+    captions are only used for validation recall. ``languages`` (optional): caption j's language code
+    (None or "" = unknown); with it, ``config.centring`` and ``config.caption_weights`` apply and the
+    result has ``val_by_language``; with centring the result's ``text_centres`` is the
+    :class:`TextCentres` the heads were trained behind (None otherwise) -- save it with them.
     """
     owner = np.asarray(owner, dtype=np.int64)
     train_images = np.asarray(train_images, dtype=np.int64)
     if len(train_images) < 2:
         raise InvalidInput("training needs at least 2 captioned photos", detail={"images": int(len(train_images))})
+    langs = _languages_array(languages, len(owner))
+    centres = None
+    if config.centring == "language" and langs is not None:
+        is_train = np.zeros(len(image_feats), dtype=bool)
+        is_train[train_images] = True
+        rows = np.flatnonzero(is_train[owner] & (langs != ""))
+        centres = TextCentres.fit(np.asarray(text_feats)[rows], langs[rows].tolist())
+        if centres is not None:  # known languages take their mean, unknown ones the nearest (as at query time)
+            text_feats = centres.apply(text_feats, [l or None for l in langs.tolist()])
+    weights = None
+    if config.caption_weights == "language" and langs is not None:
+        weights = language_weights(owner, langs)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     device = _device(config.device)
@@ -105,6 +156,7 @@ def train_heads(image_feats: np.ndarray, text_feats: np.ndarray, owner: np.ndarr
                                  dropout=config.dropout)).to(device)
     X_img = torch.as_tensor(np.asarray(image_feats, dtype=np.float32), device=device)
     X_txt = torch.as_tensor(np.asarray(text_feats, dtype=np.float32), device=device)
+    W = torch.as_tensor(weights, device=device) if weights is not None else None
     order, start, count = _caption_table(owner, len(image_feats))
     if np.any(count[train_images] == 0):
         raise InvalidInput("every training photo needs at least one caption")
@@ -120,14 +172,17 @@ def train_heads(image_feats: np.ndarray, text_feats: np.ndarray, owner: np.ndarr
     for epoch in range(1, config.epochs + 1):
         heads.train()
         perm = rng.permutation(train_images)
-        # one random caption per photo this epoch, vectorised
-        pick = order[start[perm] + np.floor(rng.random(len(perm)) * count[perm]).astype(np.int64)]
+        # one random caption per photo this epoch, vectorised (weighted: every language of a photo equally likely)
+        if weights is None:
+            pick = order[start[perm] + np.floor(rng.random(len(perm)) * count[perm]).astype(np.int64)]
+        else:
+            pick = _weighted_pick(perm, order, start, count, weights, rng)
         t0, losses = time.perf_counter(), []
         for s in range(steps_per_epoch):
             idx_i = torch.as_tensor(perm[s * batch:(s + 1) * batch], device=device)
             if config.captions == "all":
                 loss = _all_captions_loss(heads, X_img, X_txt, perm[s * batch:(s + 1) * batch], order, start, count,
-                                          device)
+                                          device, W)
             else:
                 idx_t = torch.as_tensor(pick[s * batch:(s + 1) * batch], device=device)
                 loss = clip_loss(heads.embed_images(X_img[idx_i]), heads.embed_texts(X_txt[idx_t]), heads.logit_scale)
@@ -158,19 +213,51 @@ def train_heads(image_feats: np.ndarray, text_feats: np.ndarray, owner: np.ndarr
             break
     heads.load_state_dict(best_state)
     heads = heads.cpu().eval()
-    return heads, history, {"epoch": best_metrics.get("epoch"), **({"val": best_metrics["val"]} if val is not None else {})}
+    best = {"epoch": best_metrics.get("epoch"), **({"val": best_metrics["val"]} if val is not None else {}),
+            "text_centres": centres}
+    if val is not None and langs is not None:
+        best["val_by_language"] = val_recall_by_language(heads, image_feats, text_feats, *val, langs)
+    return heads, history, best
+
+
+def val_recall_by_language(heads: ClipHeads, image_feats: np.ndarray, text_feats: np.ndarray, images: np.ndarray,
+                           captions: np.ndarray, caption_owner: np.ndarray, languages: np.ndarray
+                           ) -> dict[str, dict[str, float]]:
+    """Text->image R@k of each language's validation captions among all validation photos (text rows as
+    trained: already centred)."""
+    img = project(heads.embed_images, image_feats[images])
+    txt = project(heads.embed_texts, np.asarray(text_feats)[captions])
+    out = {}
+    cap_langs = languages[captions]
+    for lang in sorted(set(cap_langs.tolist()) - {""}):
+        sel = np.flatnonzero(cap_langs == lang)
+        out[lang] = {**retrieval_recall(img, txt[sel], caption_owner[sel])["t2i"], "captions": int(len(sel))}
+    return out
+
+
+def _weighted_pick(perm: np.ndarray, order: np.ndarray, start: np.ndarray, count: np.ndarray, weights: np.ndarray,
+                   rng: np.random.Generator) -> np.ndarray:
+    """One caption per photo of ``perm``, drawn with probability proportional to ``weights`` (vectorised)."""
+    cw = np.cumsum(weights[order].astype(np.float64))
+    before = np.where(start > 0, cw[np.maximum(start - 1, 0)], 0.0)
+    total = cw[start + count - 1] - before
+    u = before[perm] + rng.random(len(perm)) * total[perm]
+    pos = np.searchsorted(cw, u, side="right")
+    return order[np.clip(pos, start[perm], start[perm] + count[perm] - 1)]
 
 
 def _all_captions_loss(heads: ClipHeads, X_img: torch.Tensor, X_txt: torch.Tensor, photos: np.ndarray,
-                       order: np.ndarray, start: np.ndarray, count: np.ndarray, device) -> torch.Tensor:
+                       order: np.ndarray, start: np.ndarray, count: np.ndarray, device,
+                       weights: torch.Tensor | None = None) -> torch.Tensor:
     """Multi-positive loss over ``photos`` and every one of their captions (gathered without a loop)."""
     n = count[photos]
     owner = np.repeat(np.arange(len(photos)), n)
     offsets = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
-    captions = order[np.repeat(start[photos], n) + offsets]
+    captions = torch.as_tensor(order[np.repeat(start[photos], n) + offsets], device=device)
     return multi_positive_loss(heads.embed_images(X_img[torch.as_tensor(photos, device=device)]),
-                               heads.embed_texts(X_txt[torch.as_tensor(captions, device=device)]),
-                               torch.as_tensor(owner, device=device), heads.logit_scale)
+                               heads.embed_texts(X_txt[captions]),
+                               torch.as_tensor(owner, device=device), heads.logit_scale,
+                               None if weights is None else weights[captions])
 
 
 def _val_set(owner: np.ndarray, val_images: np.ndarray, n_images: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -215,6 +302,15 @@ def validate_train_params(params: dict[str, Any]) -> dict[str, Any]:
     if any(part.lower() not in ENCODER_NAMES for part in text_tower.split("+")) and not text_tower.startswith("static:"):
         raise InvalidInput(f"unknown text tower {text_tower!r}", detail={"field": "text_tower",
                                                                          "known": [*ENCODER_NAMES, "static:<path>"]})
+    for key in ("captions_language",):
+        if p.get(key) is not None and not _is_lang_code(p[key]):
+            raise InvalidInput(f"{key} must be a language code such as 'en'", detail={"field": key})
+    extra = p.get("extra_captions")
+    if extra is not None:
+        if not isinstance(extra, dict) or not all(_is_lang_code(k) and isinstance(v, str) and v.strip()
+                                                  for k, v in extra.items()):
+            raise InvalidInput("extra_captions maps language codes to caption TSV paths",
+                               detail={"field": "extra_captions"})
     config = {k: p[k] for k in ("head", "epochs", "val_fraction", "seed", "batch_size", "lr", "embed_dim", "patience")
               if p.get(k) is not None}
     config = {**(p.get("config") or {}), **config}
@@ -222,15 +318,42 @@ def validate_train_params(params: dict[str, Any]) -> dict[str, Any]:
     return p
 
 
+def _is_lang_code(value: Any) -> bool:
+    return isinstance(value, str) and 1 < len(value) <= 16 and value.replace("-", "").replace("_", "").isalnum()
+
+
+def _load_captions(p: dict[str, Any]):
+    """The captioned set and each caption's language ("" = unknown): ``captions`` (in ``captions_language``,
+    when given) followed by every ``extra_captions`` file (language -> TSV)."""
+    extra = p.get("extra_captions") or {}
+    if not extra:
+        data = load_captioned_set(p["images_dir"], p["captions"])
+        return data, np.asarray([p.get("captions_language") or ""] * len(data.captions), dtype=object)
+    from services.clip.data import read_caption_tsv
+
+    pairs = read_caption_tsv(p["captions"])
+    langs = [p.get("captions_language") or ""] * len(pairs)
+    for lang, path in sorted(extra.items()):
+        more = read_caption_tsv(path)
+        pairs += more
+        langs += [lang] * len(more)
+    return load_captioned_set(p["images_dir"], pairs), np.asarray(langs, dtype=object)
+
+
 def run_clip_training(params: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
-    """Load photos + captions, encode with the towers (cached), train, write the checkpoint; the result."""
+    """Load photos + captions, encode with the towers (cached), train, write the checkpoint; the result.
+
+    Optional params: ``captions_language`` (the language of ``captions``) and ``extra_captions``
+    (language -> TSV of more captions of the same photos): with caption languages known, the config's
+    ``centring`` and ``caption_weights`` apply (see the module doc)."""
     from models.image_towers import load_image_tower
     from models.text_towers import load_text_tower
 
     p = validate_train_params(params)
     config = ClipTrainConfig.from_dict(p["config"])
     t_start = time.perf_counter()
-    data = load_captioned_set(p["images_dir"], p["captions"])
+    data, caption_langs = _load_captions(p)
+    known_langs = caption_langs if np.any(caption_langs != "") else None
     train_idx, val_idx = split_images(len(data), config.val_fraction, config.seed)
     image_tower = load_image_tower(p["image_tower"], mobilenet_dir=p.get("mobilenet_dir"))
     text_tower = load_text_tower(p["text_tower"], language=p.get("language"))
@@ -241,19 +364,26 @@ def run_clip_training(params: dict[str, Any], progress: Progress | None = None) 
     img, img_hit = image_features(image_tower, data.images_dir, data.images, cache_dir=cache_dir, progress=progress)
     txt, txt_hit = text_features(text_tower, data.captions, cache_dir=cache_dir, progress=progress)
     t_train = time.perf_counter()
-    heads, history, best = train_heads(img, txt, data.owner, train_idx, val_idx, config, progress)
+    heads, history, best = train_heads(img, txt, data.owner, train_idx, val_idx, config, progress,
+                                       languages=known_langs)
+    centres = best.get("text_centres")
     train_s = time.perf_counter() - t_train
     out_dir = Path(p.get("out_dir") or ".")
     languages = list(getattr(text_tower, "languages", ("*",)))
     meta = {"trained_at": time.time(), "data": {"images": len(data), "captions": len(data.captions),
                                                 "train_images": int(len(train_idx)), "val_images": int(len(val_idx))},
-            "config": asdict(config), "val": best.get("val"), "best_epoch": best.get("epoch")}
+            "config": asdict(config), "val": best.get("val"), "best_epoch": best.get("epoch"),
+            "val_by_language": best.get("val_by_language"),
+            "text_centring": list(centres.languages) if centres is not None else None}
     ckpt = save_checkpoint(out_dir / p.get("checkpoint_name", "clip.pt"), heads, image_tower=p["image_tower"],
                            text_tower=p["text_tower"], text_state=getattr(text_tower, "state", lambda: None)(),
-                           languages=languages, meta=meta)
+                           languages=languages, meta=meta, text_centres=centres)
     return {"checkpoint": str(ckpt), "image_tower": p["image_tower"], "text_tower": p["text_tower"],
             "languages": languages, "metrics": {"val": best.get("val"), "best_epoch": best.get("epoch"),
-                                                "epochs_run": len(history)},
+                                                "epochs_run": len(history),
+                                                **({"val_by_language": best["val_by_language"]}
+                                                   if best.get("val_by_language") else {}),
+                                                "text_centring": meta["text_centring"]},
             "history": history, "cache": {"images": img_hit, "texts": txt_hit},
             "seconds": {"total": round(time.perf_counter() - t_start, 2), "train": round(train_s, 2)},
             "data": meta["data"]}

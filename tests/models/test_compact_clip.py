@@ -79,3 +79,100 @@ def test_not_a_checkpoint_and_mismatched_towers_are_clear_errors(tmp_path):
         load_compact_clip(path, image_tower=PixelImageTower(4))
     with pytest.raises(Unavailable):
         load_compact_clip(tmp_path / "missing.pt")
+
+
+# ---------------------------------------------------------------- language centring (TextCentres)
+
+
+def _planted_languages(seed=0, n=60, dim=12):
+    """The same n contents in three languages: row = content + that language's offset (+ a little noise)."""
+    rng = np.random.default_rng(seed)
+    content = rng.normal(size=(n, dim))
+    offsets = {lang: 2.0 * rng.normal(size=dim) for lang in ("en", "de", "fr")}
+    rows = {lang: (content + off + 0.01 * rng.normal(size=(n, dim))).astype(np.float32) for lang, off in offsets.items()}
+    return content, offsets, rows
+
+
+def test_centring_removes_planted_language_offsets():
+    from models.compact_clip import TextCentres
+
+    content, offsets, rows = _planted_languages()
+    feats = np.concatenate(list(rows.values()))
+    langs = [lang for lang in rows for _ in range(len(content))]
+    centres = TextCentres.fit(feats, langs)
+    assert centres.languages == ("de", "en", "fr")
+    # a language's mean is its offset plus the (shared) mean content: centred rows of one content agree across languages
+    before = np.abs(rows["de"] - rows["en"]).max()
+    after = np.abs(centres.apply(rows["de"], "de") - centres.apply(rows["en"], "en")).max()
+    assert before > 1.0 and after < 0.1
+    assert np.allclose(centres.apply(rows["fr"], "fr"), content - content.mean(0), atol=0.05)
+    # per-row codes, and the nearest-mean fallback for rows without a (known) language
+    assert np.allclose(centres.apply(feats, langs), centres.apply(feats, None), atol=1e-6)
+    assert np.array_equal(np.asarray(centres.languages)[centres.identify(rows["fr"])], ["fr"] * len(content))
+    assert np.allclose(centres.apply(rows["de"], "xx"), centres.apply(rows["de"], "de"))
+    assert TextCentres.fit(feats, [None] * len(feats)) is None
+    with pytest.raises(InvalidInput):
+        centres.apply(feats, ["en"])
+
+
+def _centred_clip_files(tmp_path):
+    from models.compact_clip import TextCentres
+
+    path, heads, text = _clip_files(tmp_path)
+    centres = TextCentres({"en": np.array([0.5, 0.0], np.float32), "fr": np.array([0.0, 0.5], np.float32)})
+    centred = save_checkpoint(tmp_path / "centred.pt", heads, image_tower="pixels-2",
+                              text_tower=f"static:{tmp_path / 'v.npy'}", text_state=text.state(), text_centres=centres)
+    return path, centred, heads, text, centres
+
+
+def test_checkpoint_round_trip_keeps_the_text_centres(tmp_path):
+    path, centred, heads, text, centres = _centred_clip_files(tmp_path)
+    assert read_checkpoint(centred)["version"] == 2 and read_checkpoint(path)["version"] == 1
+    clip = load_compact_clip(centred)
+    assert clip.centres.languages == ("en", "fr") and np.allclose(clip.centres.means, centres.means)
+    assert clip.describe()["text_centring"] == {"kind": "language", "languages": ["en", "fr"]}
+    ref = CompactClip(heads, PixelImageTower(2), text, label="ref", identity="x", languages=["*"], centres=centres)
+    plain = CompactClip(heads, PixelImageTower(2), text, label="ref", identity="x", languages=["*"])
+    words = ["red", "blue red"]
+    assert np.allclose(clip.encode_text(words, lang="fr"), ref.encode_text(words, lang="fr"), atol=1e-6)
+    assert np.allclose(clip.encode_text(words), ref.encode_text(words), atol=1e-6)
+    # centring is applied wherever the clip embeds text: encode_text and the tower-row path agree
+    feats = text.encode_text(words)
+    assert np.allclose(clip.encode_text(words, lang="en"), clip.text_features_to_clip(feats, "en"), atol=1e-6)
+    assert not np.allclose(clip.encode_text(words, lang="en"), plain.encode_text(words), atol=1e-3)
+
+
+def test_an_old_checkpoint_without_centres_still_loads(tmp_path):
+    path, heads, text = _clip_files(tmp_path)
+    blob = torch.load(path, weights_only=True)
+    blob.pop("text_centres", None)
+    blob["version"] = 1
+    torch.save(blob, tmp_path / "old.pt")
+    clip = load_compact_clip(tmp_path / "old.pt")
+    assert clip.centres is None and clip.describe()["text_centring"] == {"kind": "none"}
+    ref = CompactClip(heads, PixelImageTower(2), text, label="ref", identity="x", languages=["*"])
+    assert np.allclose(clip.encode_text(["red"], lang="de"), ref.encode_text(["red"]), atol=1e-6)
+
+
+def test_centres_of_the_wrong_width_are_refused(tmp_path):
+    from models.compact_clip import TextCentres
+
+    path, heads, text = _clip_files(tmp_path)
+    with pytest.raises(CheckpointError, match="centres"):
+        save_checkpoint(tmp_path / "bad.pt", heads, image_tower="pixels-2", text_tower="x",
+                        text_centres=TextCentres({"en": np.zeros(3, np.float32)}))
+    with pytest.raises(CheckpointError, match="centres"):
+        CompactClip(heads, PixelImageTower(2), text, label="x", identity="x", languages=["*"],
+                    centres=TextCentres({"en": np.zeros(3, np.float32)}))
+
+
+def test_weighted_multi_positive_loss_with_equal_weights_is_the_plain_one():
+    from models.compact_clip import multi_positive_loss
+
+    img = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    txt = torch.nn.functional.normalize(torch.randn(7, 8), dim=-1)
+    owner = torch.tensor([0, 0, 1, 2, 2, 2, 3])
+    scale = torch.tensor(np.log(20.0), dtype=torch.float32)
+    plain = multi_positive_loss(img, txt, owner, scale)
+    assert torch.isclose(plain, multi_positive_loss(img, txt, owner, scale, torch.full((7,), 3.0)))
+    assert not torch.isclose(plain, multi_positive_loss(img, txt, owner, scale, torch.tensor([1., 5, 1, 1, 1, 5, 1])))

@@ -105,3 +105,99 @@ def test_concatenated_towers_come_from_their_parts_cache_entries(tmp_path):
     assert hit  # nothing re-encoded
     direct = ConcatImageTower([a, b]).encode_images([paths["images"] / n for n in names])
     assert np.allclose(both, direct, atol=1e-5)
+
+
+# ---------------------------------------------------------------- caption languages: centring and weights
+
+
+def _planted_languages(n_images=200, dim=24, seed=0, offset=3.0):
+    """Three English captions and one German caption per photo; German rows carry a planted language offset."""
+    img, _, _ = _planted(n_images=n_images, n_caps=1, dim=dim, seed=seed)
+    rng = np.random.default_rng(seed)
+    classes = rng.integers(0, 20, n_images)  # the same draw as _planted's
+    B = np.random.default_rng(seed + 100).normal(size=(20, dim + 8))
+    owner = np.repeat(np.arange(n_images), 4)
+    langs = np.asarray(["en", "en", "en", "de"] * n_images, dtype=object)
+    shift = np.where(langs[:, None] == "de", offset * np.random.default_rng(seed + 7).normal(size=dim + 8)[None, :], 0)
+    txt = B[classes[owner]] + 0.3 * rng.normal(size=(len(owner), dim + 8)) + shift
+    return img, txt.astype(np.float32), owner, langs
+
+
+def test_language_centring_closes_a_planted_language_gap():
+    img, txt, owner, langs = _planted_languages(offset=10.0)
+    tr, va = np.arange(150), np.arange(150, 200)
+    base = ClipTrainConfig(head="linear", epochs=10, batch_size=64, lr=1e-2, embed_dim=16, patience=10)
+    _, _, plain = train_heads(img, txt, owner, tr, va, base, languages=langs)
+    heads, _, centred = train_heads(img, txt, owner, tr, va, ClipTrainConfig(**{**base.__dict__, "centring": "language"}),
+                                    languages=langs)
+    assert plain["text_centres"] is None and centred["text_centres"].languages == ("de", "en")
+    gap = {name: r["val_by_language"]["en"]["r@10"] - r["val_by_language"]["de"]["r@10"]
+           for name, r in (("plain", plain), ("centred", centred))}
+    # 3 English captions per photo and 1 German one: without centring the German offset costs ~50 R@10 points
+    assert gap["plain"] > 20 and gap["centred"] < 5, gap
+    assert centred["val_by_language"]["de"]["captions"] == 50
+    # the centres are the training photos' language means (validation photos left out)
+    train_de = np.flatnonzero((langs == "de") & (owner < 150))
+    assert np.allclose(centred["text_centres"].means[0], txt[train_de].mean(0), atol=1e-5)
+
+
+def test_no_languages_means_no_centring_and_the_old_behaviour():
+    img, txt, owner, langs = _planted_languages()
+    cfg = ClipTrainConfig(head="linear", epochs=3, batch_size=64, centring="language")
+    a, _, best = train_heads(img, txt, owner, np.arange(150), np.arange(150, 200), cfg)
+    b, _, _ = train_heads(img, txt, owner, np.arange(150), np.arange(150, 200),
+                          ClipTrainConfig(head="linear", epochs=3, batch_size=64))
+    assert best["text_centres"] is None and "val_by_language" not in best
+    for x, y in zip(a.state_dict().values(), b.state_dict().values()):
+        assert np.array_equal(x.numpy(), y.numpy())
+
+
+def test_language_weights_give_every_language_of_a_photo_one_unit():
+    from services.clip.training import language_weights
+
+    owner = np.array([0, 0, 0, 0, 1, 1])
+    langs = np.array(["en", "en", "en", "de", "en", "fr"], dtype=object)
+    assert np.allclose(language_weights(owner, langs), [1 / 3, 1 / 3, 1 / 3, 1, 1, 1])
+    img, txt, owner, langs = _planted_languages()
+    for captions in ("all", "one"):
+        cfg = ClipTrainConfig(head="linear", epochs=8, batch_size=64, lr=1e-2, embed_dim=16, patience=8,
+                              caption_weights="language", captions=captions)
+        _, hist, best = train_heads(img, txt, owner, np.arange(150), np.arange(150, 200), cfg, languages=langs)
+        assert hist[-1]["loss"] < hist[0]["loss"] and best["val"]["t2i"]["r@10"] > 50
+    with pytest.raises(InvalidInput):
+        ClipTrainConfig.from_dict({"centring": "global"})
+    with pytest.raises(InvalidInput):
+        ClipTrainConfig.from_dict({"caption_weights": "by-length"})
+
+
+def test_run_from_files_with_caption_languages_stores_the_centres(tmp_path):
+    from models.compact_clip import load_compact_clip, read_checkpoint
+
+    paths = make_captioned_set(tmp_path / "data", n_images=96)
+    lines = paths["captions"].read_text(encoding="utf-8").splitlines()
+    (tmp_path / "en.tsv").write_text("\n".join(l for l in lines if "\tune " not in l) + "\n", encoding="utf-8")
+    (tmp_path / "fr.tsv").write_text("\n".join(l for l in lines if "\tune " in l) + "\n", encoding="utf-8")
+    params = {"images_dir": str(paths["images"]), "captions": str(tmp_path / "en.tsv"), "captions_language": "en",
+              "extra_captions": {"fr": str(tmp_path / "fr.tsv")}, "image_tower": "pixels-8",
+              "text_tower": f"static:{paths['vectors']}", "out_dir": str(tmp_path / "out"),
+              "cache_dir": str(tmp_path / "cache"),
+              "config": {"head": "linear", "epochs": 20, "batch_size": 32, "lr": 1e-2, "embed_dim": 16,
+                         "val_fraction": 0.25, "patience": 20, "centring": "language"}}
+    result = run_clip_training(params)
+    assert result["metrics"]["text_centring"] == ["en", "fr"]
+    assert set(result["metrics"]["val_by_language"]) == {"en", "fr"}
+    assert read_checkpoint(result["checkpoint"])["version"] == 2
+    clip = load_compact_clip(result["checkpoint"])
+    assert clip.centres.languages == ("en", "fr")
+    E = clip.encode_text(["a red photo", "une photo rouge", "a blue photo"])
+    assert E[0] @ E[1] > E[0] @ E[2]
+    # without languages the same run trains as before: no centres, a version-1 checkpoint
+    plain = run_clip_training({**params, "captions": str(paths["captions"]), "captions_language": None,
+                               "extra_captions": None, "checkpoint_name": "plain.pt"})
+    assert plain["metrics"]["text_centring"] is None and read_checkpoint(plain["checkpoint"])["version"] == 1
+    with pytest.raises(InvalidInput) as e:
+        validate_train_params({**params, "extra_captions": {"fr": 3}})
+    assert e.value.detail["field"] == "extra_captions"
+    with pytest.raises(InvalidInput) as e:
+        validate_train_params({**params, "captions_language": "english please"})
+    assert e.value.detail["field"] == "captions_language"
