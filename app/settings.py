@@ -114,6 +114,14 @@ class Settings(BaseSettings):
     mobilenet_dir: Path | None = Field(
         None, description="folder of the pretrained MobileNet .tflite files the compact CLIPs' image towers load "
         "(models/image_towers.py reads this same variable; default: ../shared/data/models/mobilenet beside the checkout)")
+    # Issue 17: with no CLIP to load, train a compact one from the shared photos (services/clip/bootstrap.py).
+    clip_bootstrap: Literal["auto", "off"] = Field(
+        "auto", description="when no default CLIP loads (no clip_checkpoint, open_clip weights unavailable) and "
+        "the shared Flickr8k photos, captions and MobileNets exist, train a compact CLIP as a clip-training job and "
+        "serve it when done (auto), or never (off)")
+    shared_data_dir: Path | None = Field(
+        None, description="folder of the shared data the CLIP bootstrap trains from (images/flickr8k, "
+        "captions/flickr8k/captions.tsv, models/mobilenet); default: ../shared/data beside the checkout")
     clip_templates: dict[str, list[str]] | str | None = Field(
         None, description="prompt ensembles {lang: [templates]} overriding the shipped ones for those languages: "
         "inline JSON or the path of a JSON file; each template holds exactly one '{}'")
@@ -159,6 +167,14 @@ class Settings(BaseSettings):
     def _mobilenet_dir(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_dir():
             raise ValueError(f"{value} is not a directory (it should hold the MobileNet .tflite files)")
+        return value
+
+    @field_validator("shared_data_dir")
+    @classmethod
+    def _shared_data_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{value} is not a directory (it should hold images/flickr8k, captions/flickr8k, "
+                             "models/mobilenet)")
         return value
 
     @field_validator("clip_templates")

@@ -96,6 +96,8 @@ class ClipSpec:
     allow_download: bool = True
     model_config: dict[str, Any] | None = None
     name: str | None = None
+    # Where a compact checkpoint's MobileNet image tower is looked for first (then VISLEX_MOBILENET_DIR, defaults).
+    mobilenet_dir: str | None = None
 
     @property
     def label(self) -> str:
@@ -324,7 +326,7 @@ def load_clip(spec: ClipSpec) -> ClipEncoder:
             from models.compact_clip import CheckpointError
 
             try:
-                return load_compact_clip(spec.checkpoint, spec=spec,
+                return load_compact_clip(spec.checkpoint, spec=spec, mobilenet_dir=spec.mobilenet_dir,
                                          label=spec.name or f"compact:{Path(spec.checkpoint).name}")
             except CheckpointError as e:
                 raise Unavailable(f"CLIP {spec.label}: {e.message}",

@@ -22,6 +22,9 @@ os.environ.setdefault("VISLEX_ENCODER_LANGUAGES_LAZY", "[]")
 # No probe listener (VISLEX_PROBE_PORT, default: API port + 1) in apps and `vislex serve` processes tests start:
 # they would all bind 8001. tests/app/test_probes.py turns it on, on free ports.
 os.environ.setdefault("VISLEX_PROBE_PORT", "0")
+# No CLIP bootstrap (training a compact CLIP from ../shared/data when no CLIP loads) in apps tests build:
+# tests/app/test_clip_bootstrap.py turns it on, over tiny generated photos.
+os.environ.setdefault("VISLEX_CLIP_BOOTSTRAP", "off")
 
 
 @pytest.fixture(scope="session")

@@ -46,7 +46,6 @@ def _uclip_sender():
 def load(runtime: Runtime) -> None:
     """Build the retrieval service; ComponentUnavailable (with the reason) when an encoder is missing."""
     from services.retrieval.jobs import UclipTrainingJobs
-    from services.retrieval.service import RetrievalService
 
     settings = runtime.settings
     if runtime.redis is not None:
@@ -57,15 +56,26 @@ def load(runtime: Runtime) -> None:
         # Its reaper thread (jobs whose worker died, lost task messages) must stop before Redis does.
         runtime.extras.setdefault("on_close", []).append(jobs.close)
         jobs.start_monitor()
+    runtime.retrieval = build_service(runtime)
+
+
+def build_service(runtime: Runtime) -> Any:
+    """The retrieval service over the runtime's CLIP (also called when the CLIP bootstrap swaps one in)."""
+    from services.retrieval.service import RetrievalService
+
+    settings = runtime.settings
     try:
         clip = _load_clip(settings, runtime)
     except Unavailable as exc:
-        raise ComponentUnavailable(f"CLIP encoder unavailable: {exc.message}") from exc
+        vision = runtime.components.get("clip")
+        # The vision component's reason says what fixes it (e.g. the CLIP bootstrap's); the retry here does not.
+        why = vision.reason if vision is not None and vision.state != "ready" and vision.reason else exc.message
+        raise ComponentUnavailable(f"CLIP encoder unavailable: {why}") from exc
     try:
         text_encoder = _load_text_encoder(settings)
     except Unavailable as exc:
         raise ComponentUnavailable(f"text encoder unavailable: {exc.message}") from exc
-    runtime.retrieval = RetrievalService(
+    return RetrievalService(
         clip, text_encoder, settings.data_dir, checkpoint=settings.uclip_checkpoint,
         clip_languages=tuple(getattr(clip, "languages", None) or ("en",)),
         max_upload_bytes=settings.max_upload_bytes, max_batch_texts=settings.max_batch_words)

@@ -8,15 +8,20 @@ Every other language of ``encoder_languages`` reuses the default CLIP's text tow
 (fine for related scripts; the WALIP paper shows it fails for en->ru). Missing weights make
 the component *unavailable* with the reason, never crash the service. A compact CLIP checkpoint
 (``vislex clip train``) whose text tower is multilingual serves every language it speaks itself.
+When no CLIP loads at all, the CLIP bootstrap (``app/wiring/clip.py``, ``VISLEX_CLIP_BOOTSTRAP``) trains a
+compact one from the shared photos and swaps it in when its job succeeds.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from app.runtime import ComponentUnavailable, Runtime
 
 
-def build_vision(settings):
-    """The VisionService described by ``settings`` (nothing loaded yet)."""
+def build_vision(settings, *, default_checkpoint=None, images_dir=None, mobilenet_dir=None):
+    """The VisionService described by ``settings`` (nothing loaded yet); ``default_checkpoint`` (and the image set
+    ``images_dir``, the MobileNet folder ``mobilenet_dir``) stand in for the settings' (the CLIP bootstrap's)."""
     from models.clip import ClipPool, ClipSpec, TowerSpec
     from models.compact_clip import checkpoint_languages
     from services.vision.config import effective_templates
@@ -38,8 +43,11 @@ def build_vision(settings):
         cfg.setdefault("name", f"{lang}:{cfg.get('model', settings.clip_model)}")
         specs.append(ClipSpec.from_dict(cfg))
         own |= set(specs[-1].languages)
+    checkpoint = default_checkpoint or settings.clip_checkpoint
+    images_dir = images_dir or settings.images_dir
+    mobilenet_dir = mobilenet_dir or settings.mobilenet_dir
     default_langs = ("en",) if "en" not in {x for s in specs for x in s.languages} else ()
-    spoken = checkpoint_languages(settings.clip_checkpoint) if settings.clip_checkpoint else None
+    spoken = checkpoint_languages(checkpoint) if checkpoint else None
     if default_langs and spoken:
         # A compact CLIP with a multilingual text tower embeds every language it speaks itself: no reuse.
         default_langs = tuple(dict.fromkeys(["en", *(lang for lang in settings.encoder_languages
@@ -47,17 +55,18 @@ def build_vision(settings):
     if default_langs:
         specs.insert(0, ClipSpec(
             model=settings.clip_model,
-            pretrained=None if settings.clip_checkpoint else settings.clip_pretrained,
-            checkpoint=str(settings.clip_checkpoint) if settings.clip_checkpoint else None,
+            pretrained=None if checkpoint else settings.clip_pretrained,
+            checkpoint=str(checkpoint) if checkpoint else None,
             device=settings.clip_device, languages=default_langs, cache_dir=None,
-            name=f"default:compact:{settings.clip_checkpoint.name}" if spoken else f"default:{settings.clip_model}",
+            name=f"default:compact:{Path(checkpoint).name}" if spoken else f"default:{settings.clip_model}",
+            mobilenet_dir=str(mobilenet_dir) if mobilenet_dir else None,
         ))
     for lang in settings.encoder_languages:
         if lang not in own and lang not in reuse and lang not in towers:
             reuse[lang] = "en"
     pool = ClipPool(specs=specs, reuse=reuse, towers=towers)
     templates = effective_templates(settings.clip_templates) if settings.clip_templates else None
-    return VisionService(pool, str(settings.images_dir) if settings.images_dir else None,
+    return VisionService(pool, str(images_dir) if images_dir else None,
                          cache_dir=str(settings.cache_dir), templates=templates,
                          reference_size=settings.clip_reference_words)
 
@@ -70,6 +79,13 @@ def load(runtime: Runtime) -> None:
     ok = [name for name, s in status.items() if s.get("available")]
     if not ok:
         reasons = "; ".join(f"{n}: {s['reason']}" for n, s in status.items() if s.get("available") is False)
-        raise ComponentUnavailable(reasons or "no CLIP encoder configured")
+        from app.wiring.clip import bootstrap_default_clip
+
+        # No CLIP at all: the CLIP bootstrap trains one from the shared photos (or says which setting fixes it).
+        default = any((spec.name or "").startswith("default:") for spec in service.pool.specs)
+        installed = bootstrap_default_clip(runtime, reasons) if default else None
+        if installed is None:
+            raise ComponentUnavailable(reasons or "no CLIP encoder configured")
+        runtime.vision = service = installed
     if service.images_dir:
         service.warm_images()
