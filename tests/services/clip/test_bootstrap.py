@@ -20,7 +20,8 @@ def _shared(root: Path, *, photos=True, captions=True, mobilenet=False) -> Path:
         (root / "captions" / "flickr8k" / "captions.tsv").write_text("a.jpg\ta dog\n")
     if mobilenet:
         (root / "models" / "mobilenet").mkdir(parents=True)
-        (root / "models" / "mobilenet" / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite").write_bytes(b"x")
+        for name in ("mobilenet_v1_1.0_224_quant_embedding_extractor.tflite", "mobilenet_v2_1.0_224_quant.tflite"):
+            (root / "models" / "mobilenet" / name).write_bytes(b"x")
     return root
 
 
@@ -55,8 +56,10 @@ def test_missing_photos_name_the_setting_and_the_path(tmp_path):
 def test_the_mobilenets_are_needed_only_by_a_mobilenet_recipe(tmp_path, no_default_mobilenets):
     root = _shared(tmp_path)
     assert plan("auto", root, recipe=TINY).action == "train"
-    p = plan("auto", root)  # the default recipe: MobileNet v1
-    assert p.action == "missing" and p.missing[0].endswith("mobilenet_v1_1.0_224_quant_embedding_extractor.tflite")
+    p = plan("auto", root)  # the default recipe: MobileNet v1 + v2
+    assert p.action == "missing" and [Path(m).name for m in p.missing] == [
+        "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite", "mobilenet_v2_1.0_224_quant.tflite"]
+    assert all(str(root.resolve() / "models" / "mobilenet") in m for m in p.missing)
     mobilenets = _shared(tmp_path / "elsewhere", photos=False, captions=False, mobilenet=True) / "models" / "mobilenet"
     p = plan("auto", root, mobilenet_dir=mobilenets)  # VISLEX_MOBILENET_DIR
     assert p.action == "train" and p.params["mobilenet_dir"] == str(mobilenets.resolve())
@@ -87,7 +90,7 @@ def test_the_default_recipe_is_a_valid_training_request():
 
     p = validate_train_params({"images_dir": "/p", "captions": "/c.tsv", "image_tower": bootstrap.DEFAULT_RECIPE.image_tower,
                                "text_tower": bootstrap.DEFAULT_RECIPE.text_tower, "config": bootstrap.DEFAULT_RECIPE.config})
-    assert p["image_tower"] == "mobilenet-v1" and p["text_tower"] == "use-multilingual"
+    assert p["image_tower"] == "mobilenet-v1+v2" and p["text_tower"] == "use-multilingual"
 
 
 @pytest.mark.parametrize("view, says", [
