@@ -126,7 +126,7 @@ def _planted_languages(n_images=200, dim=24, seed=0, offset=3.0):
 def test_language_centring_closes_a_planted_language_gap():
     img, txt, owner, langs = _planted_languages(offset=10.0)
     tr, va = np.arange(150), np.arange(150, 200)
-    base = ClipTrainConfig(head="linear", epochs=10, batch_size=64, lr=1e-2, embed_dim=16, patience=10)
+    base = ClipTrainConfig(head="linear", epochs=10, batch_size=64, lr=1e-2, embed_dim=16, patience=10, centring="none")
     _, _, plain = train_heads(img, txt, owner, tr, va, base, languages=langs)
     heads, _, centred = train_heads(img, txt, owner, tr, va, ClipTrainConfig(**{**base.__dict__, "centring": "language"}),
                                     languages=langs)
@@ -146,7 +146,7 @@ def test_no_languages_means_no_centring_and_the_old_behaviour():
     cfg = ClipTrainConfig(head="linear", epochs=3, batch_size=64, centring="language")
     a, _, best = train_heads(img, txt, owner, np.arange(150), np.arange(150, 200), cfg)
     b, _, _ = train_heads(img, txt, owner, np.arange(150), np.arange(150, 200),
-                          ClipTrainConfig(head="linear", epochs=3, batch_size=64))
+                          ClipTrainConfig(head="linear", epochs=3, batch_size=64, centring="none"))
     assert best["text_centres"] is None and "val_by_language" not in best
     for x, y in zip(a.state_dict().values(), b.state_dict().values()):
         assert np.array_equal(x.numpy(), y.numpy())
@@ -159,9 +159,9 @@ def test_language_weights_give_every_language_of_a_photo_one_unit():
     langs = np.array(["en", "en", "en", "de", "en", "fr"], dtype=object)
     assert np.allclose(language_weights(owner, langs), [1 / 3, 1 / 3, 1 / 3, 1, 1, 1])
     img, txt, owner, langs = _planted_languages()
-    for captions in ("all", "one"):
+    for weights, captions in (("language", "all"), ("language", "one"), ("language-sqrt", "all")):
         cfg = ClipTrainConfig(head="linear", epochs=8, batch_size=64, lr=1e-2, embed_dim=16, patience=8,
-                              caption_weights="language", captions=captions)
+                              caption_weights=weights, captions=captions)
         _, hist, best = train_heads(img, txt, owner, np.arange(150), np.arange(150, 200), cfg, languages=langs)
         assert hist[-1]["loss"] < hist[0]["loss"] and best["val"]["t2i"]["r@10"] > 50
     with pytest.raises(InvalidInput):
@@ -201,3 +201,22 @@ def test_run_from_files_with_caption_languages_stores_the_centres(tmp_path):
     with pytest.raises(InvalidInput) as e:
         validate_train_params({**params, "captions_language": "english please"})
     assert e.value.detail["field"] == "captions_language"
+
+
+def test_translation_pairs_pull_a_shifted_language_towards_english():
+    img, txt, owner, langs = _planted_languages(offset=10.0)
+    en, de = np.flatnonzero(langs == "en")[::3], np.flatnonzero(langs == "de")
+    pairs = {"src": txt[en], "tgt": txt[de], "owner": owner[de], "src_lang": ["en"] * len(en), "tgt_lang": ["de"] * len(de)}
+    base = dict(head="linear", epochs=10, batch_size=64, lr=1e-2, embed_dim=16, patience=10, centring="none")
+    tr, va = np.arange(150), np.arange(150, 200)
+    _, _, plain = train_heads(img, txt, owner, tr, va, ClipTrainConfig(**base), languages=langs, parallel=pairs)
+    _, _, paired = train_heads(img, txt, owner, tr, va, ClipTrainConfig(**base, parallel_weight=1.0), languages=langs,
+                               parallel=pairs)
+    assert paired["val_by_language"]["de"]["r@10"] > plain["val_by_language"]["de"]["r@10"] + 20
+    # validation photos' pairs are dropped: pairs of only those photos change nothing
+    val_only = {k: (np.asarray(v)[owner[de] >= 150] if k != "src" else txt[en][owner[de] >= 150]) for k, v in pairs.items()}
+    _, _, same = train_heads(img, txt, owner, tr, va, ClipTrainConfig(**base, parallel_weight=1.0), languages=langs,
+                             parallel=val_only)
+    assert same["val_by_language"] == plain["val_by_language"]
+    with pytest.raises(InvalidInput):
+        ClipTrainConfig.from_dict({"parallel_weight": -1})
