@@ -90,14 +90,23 @@ class ClipBootstrap:
     def __init__(self, runtime: Runtime, jobs: Any, plan: Any, view: dict[str, Any]):
         self.runtime, self.jobs, self.plan, self.view = runtime, jobs, plan, view
         self.interval = min(1.0, float(runtime.settings.job_heartbeat_s))
+        self._image_pass, self._last_done = 1, 0  # a concatenated image tower encodes the photos once per part
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     @property
     def reason(self) -> str:
-        from services.clip.bootstrap import job_reason
+        from services.clip.bootstrap import image_passes, job_reason
 
-        return job_reason(self.view, self.plan.source.photos)
+        passes = image_passes(self.plan.params["image_tower"])
+        return job_reason(self.view, self.plan.source.photos, (min(self._image_pass, passes), passes))
+
+    def _count_passes(self) -> None:
+        p = self.view.get("progress") or {}
+        if p.get("stage") == "encode_images" and isinstance(p.get("current"), int):
+            if p["current"] < self._last_done:
+                self._image_pass += 1
+            self._last_done = p["current"]
 
     def status(self) -> dict[str, Any]:
         from services.clip.bootstrap import job_status
@@ -134,6 +143,7 @@ class ClipBootstrap:
                 log.warning("CLIP bootstrap: job view failed", exc_info=True)
                 self._stop.wait(self.interval)
                 continue
+            self._count_passes()
             state = self.view["state"]
             if state in ("queued", "running"):
                 self._report("loading")

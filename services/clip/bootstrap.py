@@ -153,8 +153,15 @@ def job_status(view: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def job_reason(view: dict[str, Any], photos: str | Path) -> str:
-    """What an endpoint needing CLIP says while the bootstrap job runs (or after it ended without a CLIP)."""
+def image_passes(image_tower: str) -> int:
+    """How many times the photos are encoded: once per part of a concatenated image tower."""
+    name = image_tower.strip().lower()
+    return 2 if name == "mobilenet-v1+v2" else len(name.split("+"))
+
+
+def job_reason(view: dict[str, Any], photos: str | Path, image_pass: tuple[int, int] | None = None) -> str:
+    """What an endpoint needing CLIP says while the bootstrap job runs (or after it ended without a CLIP);
+    ``image_pass`` (pass, passes) tells the passes of a concatenated image tower apart."""
     head = f"training the default CLIP from {photos}"
     state, job_id = view.get("state"), view.get("id")
     p = view.get("progress") or {}
@@ -166,6 +173,8 @@ def job_reason(view: dict[str, Any], photos: str | Path) -> str:
             what = f"epoch {p.get('epoch') or p.get('current')}/{p.get('total')}"
         elif stage in _STAGES and p.get("total"):
             what = f"{_STAGES[stage]} {p.get('current')}/{p.get('total')}"
+            if stage == "encode_images" and image_pass and image_pass[1] > 1:
+                what += f" (image tower {image_pass[0]} of {image_pass[1]})"
         else:
             what = "starting"
         return f"{head}: {what} (job {job_id})"

@@ -227,3 +227,19 @@ def test_a_configured_checkpoint_is_never_replaced_by_the_bootstrap(make_client,
         r = c.get("/v1/fingerprints", params={"word": "red"})
         assert r.status_code == 503 and "training" not in _message(r)
         assert c.get("/v1/clip/trainings").json()["total"] == 0
+
+
+def test_the_swapped_in_clip_finds_its_mobilenets_where_the_bootstrap_found_them(tmp_path):
+    """build_vision with the bootstrap's checkpoint: the default spec carries the MobileNet folder (a shared data
+    folder elsewhere than beside the checkout needs no VISLEX_MOBILENET_DIR) and the bootstrap's image set."""
+    from app.settings import Settings
+    from app.wiring.vision import build_vision
+    from services.clip.testing import tiny_trained_clip
+
+    ckpt = tiny_trained_clip(tmp_path / "tiny", epochs=2)
+    settings = Settings(data_dir=tmp_path / "data", clip_pretrained=None, encoder_languages=["en", "fr"])
+    service = build_vision(settings, default_checkpoint=ckpt, images_dir=tmp_path, mobilenet_dir=tmp_path / "m")
+    spec = service.pool.specs[0]
+    assert spec.checkpoint == str(ckpt) and spec.mobilenet_dir == str(tmp_path / "m") and spec.pretrained is None
+    assert spec.name == "default:compact:tiny-clip.pt" and set(spec.languages) == {"en", "fr"}
+    assert service.images_dir == str(tmp_path)

@@ -108,6 +108,15 @@ def test_the_reason_while_training_names_the_photos_and_the_step(view, says):
     assert reason.startswith("training the default CLIP from /data/images/flickr8k") and says in reason
 
 
+def test_the_passes_of_a_concatenated_image_tower_are_told_apart():
+    from services.clip.bootstrap import image_passes
+
+    assert image_passes("mobilenet-v1+v2") == 2 and image_passes("mobilenet-v1") == 1 and image_passes("pixels-8") == 1
+    view = {"id": "c1", "state": "running", "progress": {"stage": "encode_images", "current": 256, "total": 7091}}
+    assert job_reason(view, "/p", (2, 2)).endswith("encoding photos 256/7091 (image tower 2 of 2) (job c1)")
+    assert "image tower" not in job_reason(view, "/p", (1, 1))
+
+
 def test_a_job_that_ended_without_a_clip_says_how_to_retry():
     reason = job_reason({"id": "c1", "state": "failed", "error": {"message": "out of memory"}}, "/p")
     assert reason.startswith("no CLIP:") and "c1 failed (out of memory)" in reason
