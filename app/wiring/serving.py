@@ -70,10 +70,16 @@ def job_gate(runtime: Runtime, stop: threading.Event) -> BackgroundGate | None:
     running (services/serving/encoder_spaces.py, BackgroundGate); None with an external Redis."""
     if not runtime.settings.redis_embedded or runtime.redis is None:
         return None
+    from services.jobs.kinds import registered
     from services.jobs.store import JobStore
 
     client = runtime.redis
-    return BackgroundGate(lambda: client.scard(JobStore.ACTIVE) > 0, stop=stop)
+
+    def busy() -> bool:  # a job of any kind: alignments, and the other kinds' (e.g. the CLIP bootstrap's training)
+        keys = [JobStore.ACTIVE, *(f"{kind.key_prefix}jobs:active" for kind in registered())]  # KindJobStore.ACTIVE
+        return any(client.scard(key) > 0 for key in keys)
+
+    return BackgroundGate(busy, stop=stop)
 
 
 def install_saved_mappings(settings, registry: SpaceRegistry) -> None:

@@ -243,3 +243,23 @@ def test_the_swapped_in_clip_finds_its_mobilenets_where_the_bootstrap_found_them
     assert spec.checkpoint == str(ckpt) and spec.mobilenet_dir == str(tmp_path / "m") and spec.pretrained is None
     assert spec.name == "default:compact:tiny-clip.pt" and set(spec.languages) == {"en", "fr"}
     assert service.images_dir == str(tmp_path)
+
+
+def test_the_lazy_languages_yield_to_the_bootstrap_training_too(tmp_path, redis_client):
+    """With the embedded worker, background work (lazy languages) waits while a job of any kind is active -- the
+    bootstrap's CLIP training shared the 2 cores with them otherwise (6 min instead of about 2)."""
+    import threading
+    from types import SimpleNamespace
+
+    from app.settings import Settings
+    from app.wiring.serving import job_gate
+    from services.jobs.clip_jobs import CLIP_KIND
+    from services.jobs.kinds import KindJobStore
+
+    gate = job_gate(SimpleNamespace(settings=Settings(data_dir=tmp_path, redis_embedded=True), redis=redis_client),
+                    threading.Event())
+    assert gate is not None and not gate.busy()
+    redis_client.sadd(KindJobStore(CLIP_KIND, redis_client).ACTIVE, "c1")  # a CLIP training job queued or running
+    assert gate.busy()
+    redis_client.delete(KindJobStore(CLIP_KIND, redis_client).ACTIVE)
+    assert not gate.busy()
