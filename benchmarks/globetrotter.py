@@ -155,10 +155,16 @@ def http_latency(data_dir: Path, sentences: list[str], queries: list[str], stora
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
 
     def call(method, path, body=None):
-        conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                     headers={"content-type": "application/json"})
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read() or b"null")
+        try:
+            conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                         headers={"content-type": "application/json"})
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read() or b"null")
+        except (OSError, http.client.HTTPException):
+            # a refused or dropped connection (the server still starting) leaves the client mid-request:
+            # close it so the next call reconnects instead of raising CannotSendRequest
+            conn.close()
+            raise
 
     try:
         deadline = time.monotonic() + 300
@@ -167,7 +173,7 @@ def http_latency(data_dir: Path, sentences: list[str], queries: list[str], stora
                 status, body = call("GET", "/v1/sentences/model")
                 if status == 200:
                     break
-            except OSError:
+            except (OSError, http.client.HTTPException):
                 pass
             time.sleep(0.5)
         out = {"storage": storage}
