@@ -14,8 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# ../shared/data beside the checkout (as on CI and the developers' machines); VISLEX_SHARED_DATA overrides.
-SHARED_DATA = Path(os.environ.get("VISLEX_SHARED_DATA", ROOT.parent / "shared" / "data"))
+# ../shared/data beside the checkout (as on CI and the developers' machines); VISLEX_SHARED_DATA (or the
+# service's own VISLEX_SHARED_DATA_DIR) overrides.
+SHARED_DATA = Path(os.environ.get("VISLEX_SHARED_DATA") or os.environ.get("VISLEX_SHARED_DATA_DIR")
+                   or ROOT.parent / "shared" / "data")
+# A server a benchmark starts measures one thing: no CLIP bootstrap (issue 17: with no CLIP to load, the service
+# trains one from the shared photos in the background) competing for the cores. encoder_spaces.py --cold-start
+# turns it back on, to time a user's real first start.
+os.environ.setdefault("VISLEX_CLIP_BOOTSTRAP", "off")
 RESULTS = ROOT / "benchmarks" / "results"
 
 

@@ -283,6 +283,7 @@ def cold_start(args) -> dict:
         env = {**os.environ, "VISLEX_DATA_DIR": data, "VISLEX_PORT": str(port),
                "VISLEX_LOG_LEVEL": "info" if args.server_log else "warning"}
         env.pop("VISLEX_REDIS_URL", None)
+        env.pop("VISLEX_CLIP_BOOTSTRAP", None)  # the default (auto): a first `make run` trains its CLIP meanwhile
         log = open(args.server_log, "w") if args.server_log else subprocess.DEVNULL
         t0 = time.perf_counter()
         proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "vislex"), "serve"], env=env, cwd=ROOT,
