@@ -118,7 +118,9 @@ def build_clips(out: Path, mode: str, reuse: bool) -> tuple[dict, dict]:
                                      out, cache_dir=CACHE / "towers")
         info = {lang: c.summary() for lang, c in clips.items()}
         stored.write_text(json.dumps({"summary": summary, "clips": info, "fingerprint": list(partition.fingerprint)}))
-    check_checkpoints_disjoint(paths, partition.fingerprint)  # the audit, from what the checkpoints recorded
+    # the audit, from what the checkpoints recorded, of the pairs the partition keeps apart (pairwise: fr and de
+    # share photos, never aligned with each other here)
+    check_checkpoints_disjoint(paths, partition.fingerprint, partition.disjoint)
     folders = {"flickr": out / "fingerprint-photos", "both": out / "fingerprint-photos+imagenet",
                "imagenet": shared_path("images", "imagenet-samples")}
     for key in ("flickr", "both"):

@@ -194,8 +194,10 @@ def train_language_clips(partition: PhotoPartition, data: Mapping[str, Any], vec
             for lang, photos in partition.train.items()}
 
 
-def check_checkpoints_disjoint(paths: Mapping[str, str | Path], fingerprint: Sequence[str] = ()) -> None:
-    """Audit trained CLIPs: :class:`PartitionError` when two share a training photo or one saw a fingerprint photo."""
+def check_checkpoints_disjoint(paths: Mapping[str, str | Path], fingerprint: Sequence[str] = (),
+                               disjoint: Sequence[tuple[str, str]] | None = None) -> None:
+    """Audit trained CLIPs: :class:`PartitionError` when two that must be disjoint (``disjoint``: the partition's
+    pairs; None: every pair) share a training photo, or one saw a fingerprint photo."""
     from models.compact_clip import read_checkpoint
 
     train = {}
@@ -204,4 +206,4 @@ def check_checkpoints_disjoint(paths: Mapping[str, str | Path], fingerprint: Seq
         if photos is None:
             raise InvalidInput(f"checkpoint of {lang} does not record its training photos", detail={"language": lang})
         train[lang] = tuple(photos)
-    check_partition(PhotoPartition(train, tuple(fingerprint)))
+    check_partition(PhotoPartition(train, tuple(fingerprint), None if disjoint is None else tuple(map(tuple, disjoint))))

@@ -81,6 +81,17 @@ def test_trained_clips_record_disjoint_photos_and_learn(tiny):
         check_checkpoints_disjoint(tiny.checkpoints, [meta["fr"]["photos"][0]])
 
 
+def test_the_audit_checks_the_pairs_the_partition_keeps_apart(tiny):
+    """walip_visual.py's pairwise partition lets fr and de share photos (never aligned with each other); the
+    audit of the checkpoints used to check every pair and refused that valid partition after training."""
+    paths = {**tiny.checkpoints, "de": tiny.checkpoints["fr"]}  # a "de" CLIP trained on fr's very photos
+    with pytest.raises(PartitionError, match="both de and fr"):
+        check_checkpoints_disjoint(paths, tiny.partition.fingerprint)
+    check_checkpoints_disjoint(paths, tiny.partition.fingerprint, disjoint=[("en", "fr"), ("en", "de")])
+    with pytest.raises(PartitionError, match="both en and de"):  # a pair it keeps apart is still audited
+        check_checkpoints_disjoint({**paths, "de": tiny.checkpoints["en"]}, (), disjoint=[("en", "de")])
+
+
 def test_fingerprint_pivots_from_disjoint_clips_find_translations(tiny, tmp_path):
     from services.vision.walip_pipeline import FingerprintOptions, compute_pivots
 
