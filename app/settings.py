@@ -137,7 +137,9 @@ class Settings(BaseSettings):
     sentence_max_add: int = Field(10000, ge=1, description="sentences per add request; more get 413")
     sentence_max_chars: int = Field(2000, ge=1, description="characters per sentence; longer get 413")
     sentence_storage_dtype: Literal["float32", "float16"] = Field(
-        "float32", description="storage of sentence indexes (float16 halves memory and scan time)")
+        "float16", description="storage of sentence indexes: float16 (default) halves memory and the scan, which is "
+        "bound by memory bandwidth (one sentence vs 100k: p50 13.8 ms vs 20.8 ms at float32); vectors are kept "
+        "float32 on disk, so switching rebuilds nothing")
 
     # --- vision feature (issue 6): visual-word filter reference ---
     clip_reference_words: int = Field(

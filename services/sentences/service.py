@@ -64,7 +64,7 @@ class SentenceService:
 
     def __init__(self, data_dir: Path, *, model: str | None = None, default_encoder: str = "use-multilingual",
                  loader: ModelLoader | None = None, max_batch: int = 256, max_chars: int = 2000,
-                 max_add: int = 10000, storage_dtype: str = "float32"):
+                 max_add: int = 10000, storage_dtype: str = "float16"):
         self.data_dir = Path(data_dir)
         self.root = sentences_dir(self.data_dir)
         self.max_batch, self.max_chars, self.max_add = int(max_batch), int(max_chars), int(max_add)

@@ -19,7 +19,7 @@ def _unit(x):
 
 
 def test_translate_order_scores_and_persistence(make_service, encoder):
-    svc = make_service()
+    svc = make_service(storage_dtype="float32")  # exact scores (the float16 default: next test)
     svc.create_collection("de", collection_id="tm-de")
     out = svc.add_sentences("tm-de", DE + ["ein hund läuft", "  ein hund läuft "])
     assert [a["id"] for a in out["added"]] == [1, 2, 3, 4] and out["count"] == 4
@@ -37,10 +37,28 @@ def test_translate_order_scores_and_persistence(make_service, encoder):
     svc.delete_sentence("tm-de", 4)
     assert svc.translate(["zwei kinder"], "en", None, k=1, collection="tm-de")["results"][0]["translations"][0]["id"] != 4
     # a new service on the same data dir serves the same collection, deletion included
-    again = make_service()
+    again = make_service(storage_dtype="float32")
     assert [c.describe()["count"] for c in again.store.list()] == [3]
     assert again.translate(queries, "en", "de", k=3)["results"][1] == svc.translate(queries, "en", "de", k=3)["results"][1]
     assert again.add_sentences("tm-de", ["ein rotes auto", "ein boot"])["added"][0]["id"] == 5  # ids never reused
+
+
+def test_float16_storage_is_the_default_and_ranks_as_float32(make_service, encoder):
+    """float16 storage (the default: half the memory and scan) returns the float32 ranking, scores within
+    float16's rounding of unit vectors (a 512-d dot product of values rounded to 11 bits: < 2e-3)."""
+    svc = make_service()
+    assert svc.storage_dtype == "float16"
+    svc.create_collection("de", collection_id="tm-de")
+    svc.add_sentences("tm-de", DE)
+    queries = ["zwei kinder", "hund läuft", "auto", "katze"]
+    E = _unit(encoder.encode(DE))
+    res = svc.translate(queries, "en", "de", k=4)
+    assert svc.store.get("tm-de").index.storage_dtype == "float16"
+    for q, r in zip(queries, res["results"]):
+        expected = _unit(encoder.encode([q]))[0] @ E.T
+        ranked = np.argsort(-expected)
+        assert [t["id"] for t in r["translations"]] == [int(i) + 1 for i in ranked]
+        assert [t["score"] for t in r["translations"]] == pytest.approx(expected[ranked].tolist(), abs=2e-3)
 
 
 def test_errors(make_service):
