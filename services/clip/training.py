@@ -344,7 +344,8 @@ def validate_train_params(params: dict[str, Any]) -> dict[str, Any]:
                                                   for k, v in extra.items()):
             raise InvalidInput("extra_captions maps language codes to caption TSV paths",
                                detail={"field": "extra_captions"})
-    config = {k: p[k] for k in ("head", "epochs", "val_fraction", "seed", "batch_size", "lr", "embed_dim", "patience")
+    config = {k: p[k] for k in ("head", "epochs", "val_fraction", "seed", "batch_size", "lr", "embed_dim", "patience",
+                                "centring", "caption_weights")
               if p.get(k) is not None}
     config = {**(p.get("config") or {}), **config}
     p["config"] = asdict(ClipTrainConfig.from_dict(config))

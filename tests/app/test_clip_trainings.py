@@ -167,12 +167,34 @@ def test_a_crashed_worker_is_reaped_and_its_job_runs_again(client, data, runner)
     assert done["retries"] == 1 and done["attempt"] == 2 and runner["sent"] == [(job["id"], 1), (job["id"], 2)]
 
 
+def test_caption_languages_reach_the_checkpoint_as_text_centres(client, data):
+    """captions_language + extra_captions (HTTP): the captions' languages are known, so the default language
+    centring acts and the checkpoint carries one mean per language; without them it carries none."""
+    import torch
+
+    de = data["root"] / "captions.de.tsv"
+    de.write_text(data["captions"].read_text(encoding="utf-8"), encoding="utf-8")  # same photos, "German" lines
+    r = client.post("/v1/clip/trainings", json=_body(data, captions_language="en", extra_captions={"de": str(de)}))
+    assert r.status_code == 202, r.text
+    assert r.json()["inputs"]["extra_captions"] == {"de": str(de)} and r.json()["inputs"]["captions_language"] == "en"
+    done = _until(client, r.json()["id"], _final)
+    assert done["state"] == "succeeded", done
+    blob = torch.load(done["result"]["checkpoint"], map_location="cpu", weights_only=False)
+    assert blob["version"] == 2 and sorted(blob["text_centres"]) == ["de", "en"]
+    plain = client.post("/v1/clip/trainings", json=_body(data, epochs=2))
+    done = _until(client, plain.json()["id"], _final)
+    assert done["state"] == "succeeded", done
+    blob = torch.load(done["result"]["checkpoint"], map_location="cpu", weights_only=False)
+    assert "text_centres" not in blob
+
+
 @pytest.mark.parametrize("change, field", [
     ({"captions": "/etc/passwd"}, "captions"),
     ({"captions": "/etc/no-such-file.tsv"}, "captions"),
     ({"images_dir": "/usr"}, "images_dir"),
     ({"text_tower": "static:/etc/passwd"}, "text_tower"),
     ({"image_tower": "/etc/model.tflite"}, "image_tower"),
+    ({"extra_captions": {"de": "/etc/passwd"}}, "extra_captions.de"),
 ])
 def test_paths_outside_the_allowed_roots_are_refused_without_an_existence_oracle(client, data, change, field):
     r = client.post("/v1/clip/trainings", json=_body(data, **change))
@@ -201,11 +223,23 @@ def test_paths_outside_the_allowed_roots_are_refused_without_an_existence_oracle
     ({"force": 1}, "force"),
     ({"queue": "gpu"}, "queue"),
     ({"epoch": 3}, "epoch"),  # an unknown field
+    ({"extra_captions": {"de": "MISSING"}}, "extra_captions.de"),
+    ({"extra_captions": {"de": "captions.de.tsv"}}, "extra_captions.de"),  # relative
+    ({"extra_captions": {"german please": "CAPTIONS"}}, "extra_captions"),
+    ({"extra_captions": ["CAPTIONS"]}, "extra_captions"),
+    ({"captions_language": "english please"}, "captions_language"),
+    ({"centring": "mean"}, "centring"),
+    ({"caption_weights": "equal"}, "caption_weights"),
 ])
 def test_bad_inputs_are_422_naming_the_field(client, data, change, field):
     body = _body(data)
+    names = {"MISSING": str(data["root"] / "missing.tsv"), "CAPTIONS": str(data["captions"])}
     for key, value in change.items():
-        body[key] = {"MISSING": str(data["root"] / "missing.tsv"), "CAPTIONS": str(data["captions"])}.get(value, value)
+        if isinstance(value, dict):
+            value = {k: names.get(v, v) for k, v in value.items()}
+        elif isinstance(value, list):
+            value = [names.get(v, v) for v in value]
+        body[key] = names.get(value, value) if isinstance(value, str) else value
     r = client.post("/v1/clip/trainings", json=body)
     assert r.status_code == 422, r.text
     detail = r.json()["error"]["detail"]

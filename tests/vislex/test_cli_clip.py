@@ -64,3 +64,29 @@ def test_bad_inputs_exit_1_with_one_clear_line(trained, tmp_path):
     r = CliRunner().invoke(app, ["clip", "evaluate", "--checkpoint", str(tsv), "--images", str(paths["images"]),
                                  "--captions", str(paths["captions"])])
     assert r.exit_code == 1 and "not a readable checkpoint" in r.output
+
+
+def test_train_with_caption_languages_stores_text_centres(trained, tmp_path):
+    """--captions-language/--extra-captions: the captions' languages are known, so the checkpoint carries one
+    text centre per language (the default centring); a malformed --extra-captions is one clear line."""
+    import torch
+
+    from vislex.cli import app
+
+    d, paths, _, _ = trained
+    de = tmp_path / "captions.de.tsv"
+    de.write_text(paths["captions"].read_text(encoding="utf-8"), encoding="utf-8")
+    common = ["clip", "train", "--images", str(paths["images"]), "--captions", str(paths["captions"]),
+              "--image-tower", "pixels-8", "--text-tower", f"static:{paths['vectors']}", "--epochs", "2",
+              "--cache-dir", str(d / "cache")]
+    r = CliRunner().invoke(app, [*common, "--captions-language", "en", "--extra-captions", f"de={de}",
+                                 "--out", str(tmp_path / "ml.pt")])
+    assert r.exit_code == 0, r.output
+    blob = torch.load(tmp_path / "ml.pt", map_location="cpu", weights_only=False)
+    assert sorted(blob["text_centres"]) == ["de", "en"]
+    r = CliRunner().invoke(app, [*common, "--captions-language", "en", "--extra-captions", f"de={de}",
+                                 "--centring", "none", "--out", str(tmp_path / "plain.pt")])
+    assert r.exit_code == 0, r.output
+    assert "text_centres" not in torch.load(tmp_path / "plain.pt", map_location="cpu", weights_only=False)
+    r = CliRunner().invoke(app, [*common, "--extra-captions", str(de), "--out", str(tmp_path / "x.pt")])
+    assert r.exit_code == 1 and "LANG=TSV" in r.output

@@ -50,15 +50,35 @@ def train(
     seed: int = typer.Option(0, "--seed"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="tower-output cache (default: VISLEX_DATA_DIR/cache/towers)"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (heads training)"),
+    captions_language: Optional[str] = typer.Option(None, "--captions-language",
+                                                    help="language of --captions (e.g. en): enables language centring"),
+    extra_captions: list[str] = typer.Option([], "--extra-captions", metavar="LANG=TSV",
+                                             help="more captions of the same photos in LANG (repeatable)"),
+    centring: Optional[str] = typer.Option(None, "--centring", help="language (default) or none"),
+    caption_weights: Optional[str] = typer.Option(None, "--caption-weights",
+                                                  help="uniform (default), language or language-sqrt"),
 ) -> None:
-    """Train a compact CLIP (locked towers, trained heads) and write its checkpoint."""
-    from services.clip.training import run_clip_training
+    """Train a compact CLIP (locked towers, trained heads) and write its checkpoint.
 
+    With the captions' languages known (--captions-language, --extra-captions de=captions.de.tsv ...), each
+    language's mean tower output is subtracted before the text head (--centring language, the default), as
+    the shipped default model is trained."""
+    from services.clip.training import run_clip_training
+    from services.errors import InvalidInput
+
+    extra: dict[str, str] = {}
+    for item in extra_captions:
+        lang, sep, path = item.partition("=")
+        if not sep or not lang.strip() or not path.strip():
+            raise InvalidInput(f"--extra-captions takes LANG=TSV, got {item!r}", detail={"field": "extra_captions"})
+        extra[lang.strip()] = path.strip()
+    config = {"head": head, "val_fraction": val_fraction, "epochs": epochs, "seed": seed, "device": device,
+              **({"centring": centring} if centring else {}),
+              **({"caption_weights": caption_weights} if caption_weights else {})}
     result = run_clip_training({"images_dir": str(images), "captions": str(captions), "image_tower": image_tower,
                                 "text_tower": text_tower, "out_dir": str(out.parent), "checkpoint_name": out.name,
-                                "cache_dir": str(_cache_dir(cache_dir)),
-                                "config": {"head": head, "val_fraction": val_fraction, "epochs": epochs, "seed": seed,
-                                           "device": device}}, _progress)
+                                "cache_dir": str(_cache_dir(cache_dir)), "captions_language": captions_language,
+                                "extra_captions": extra or None, "config": config}, _progress)
     result.pop("history", None)
     typer.echo(json.dumps(result))
 
