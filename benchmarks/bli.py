@@ -4,7 +4,8 @@ For each pair (en→fr, en→de), over the 50k-word vocabularies normalised ``un
 supervised Procrustes, Procrustes+InstaMap, the multi-step framework of VecMap ``--supervised``
 (``vecmap``) and VecMap+InstaMap on the MUSE 0-5000 train split; unsupervised WALIP
 step 2 seeded by identical strings: the default ``confident`` variant (mutual top-2,000 CSLS pairs + seeds,
-multi-step fits) and the paper's loop with robust and with plain Procrustes; InstaMap alone on the
+multi-step fits), the ``self-learning`` variant (VecMap's stochastic CSLS self-learning, ACL 2018, from the
+seeds; key ``walip-sl``) and the paper's loop with robust and with plain Procrustes; InstaMap alone on the
 train split; then L1 refinement on top of each of those: the paper-faithful flow, the same flow integrated
 with exactly orthogonal Cayley steps to the reference's horizon (``mode=flow``, no drift stop), and the
 Cayley descent mode three ways: with held-out early stopping (its default: 80/20 fit/holdout split of the induced
@@ -16,10 +17,15 @@ dictionary and of the holdout, orthogonality error and solver seconds; the paire
 queries each L1 row won and lost against its input, with a paired bootstrap 95 % interval of the
 difference and a sign-test p-value. Every row is scored on the MUSE 5000-6500 test split over the full
 50k target vocabulary (NN and CSLS-10).
+``--dev`` adds dev scores, from the MUSE 0-5000 train dictionary only (issue 15: settings are chosen there, never on
+test): a held-out fifth of its source words (seed 0) is "dev"; supervised rows are then fitted once more on the
+other four fifths for their dev score (their test score keeps the fit on all of 0-5000); unsupervised rows use no
+dictionary, so they are also scored on all of 0-5000 ("dev all"). ``--no-l1`` skips the L1 rows.
 Each row runs in its own forked process, so "peak MB" is that row's own peak RSS.
 
     .venv/bin/python benchmarks/bli.py [--pairs en-fr,en-de] [--max-vocab 50000] [--skip-faithful]
-        [--l1-holdout 0.2] [--l1-patience 10] [--l1-rounds 2] [--l1-max-seconds S] [--methods walip,walip-paper,...]
+        [--l1-holdout 0.2] [--l1-patience 10] [--l1-rounds 2] [--l1-max-seconds S] [--methods walip,walip-sl,...]
+        [--dev] [--no-l1]
 
 Reference points on these vectors (../shared/data/README.md, issue 3): Procrustes 31.0 / 35.2,
 VecMap --supervised 34.7 / 37.7 (P@1 NN / CSLS, en→fr); the authors' L1 code on VecMap en→fr:
@@ -51,7 +57,23 @@ def _scores(XW, YT, test, n_oov):
             "_hit_nn": nn["ranks"] == 1, "_hit_csls": csls["ranks"] == 1}
 
 
-def _fit_row(src, tgt, method, seeds, options, test, n_oov):
+def _dev_scores(XW, YT, dev_sets) -> dict:
+    """P@1 NN/CSLS per dev set; one NN and one CSLS evaluation (the costly r_S over the whole vocabulary) on the
+    union of their pairs, then each set's share of the per-query ranks (the sets' gold per source agree: one
+    dictionary)."""
+    from services.alignment.evaluation import bli_evaluate
+
+    union = np.unique(np.concatenate([pairs for pairs, _ in dev_sets.values()]), axis=0)
+    out = {}
+    for retrieval, key in (("nn", "p1_nn"), ("csls", "p1_csls")):
+        res = bli_evaluate(XW, YT, union, retrieval=retrieval, knn=10, return_ranks=True)
+        hit = dict(zip(res["sources"].tolist(), (res["ranks"] == 1).tolist()))
+        for suffix, (pairs, _) in dev_sets.items():
+            out[f"{key}{suffix}"] = 100 * float(np.mean([hit[s] for s in np.unique(pairs[:, 0]).tolist()]))
+    return out
+
+
+def _fit_row(src, tgt, method, seeds, options, test, n_oov, dev_sets=None):
     from services.alignment.registry import align
 
     started = time.perf_counter()
@@ -60,6 +82,11 @@ def _fit_row(src, tgt, method, seeds, options, test, n_oov):
     m = result.mapping
     XW, YT = m.transform_source(src.vectors), m.transform_target(tgt.vectors)
     row = {"seconds": seconds, "pairs_used": result.pairs_used, **_scores(XW, YT, test, n_oov)}
+    stage_stats = m.stats["stages"][0]
+    if "iterations" in stage_stats:
+        row["iterations"] = stage_stats["iterations"]
+    if dev_sets:  # "_dev", "_devall": P@1 on train-split dictionaries, from one evaluation over all their sources
+        row.update(_dev_scores(XW, YT, dev_sets))
     stage = m.stages[0]
     if method == "vecmap" and len(m.stages) == 1 and stage.kind == "linear2":
         # L1 rows on VecMap run on the vectors as VecMap writes them (x Wx, z Wz, not re-normalised), as the
@@ -113,7 +140,11 @@ def main() -> None:
     ap.add_argument("--l1-rounds", type=int, default=2, help="dictionary re-inductions for the rounds row (default 2)")
     ap.add_argument("--methods", default=None,
                     help="subset of base rows: procrustes, procrustes+instamap, vecmap, vecmap+instamap, instamap, "
-                         "walip (confident variant), walip-paper, walip-plain (default: all)")
+                         "walip (confident variant), walip-sl (self-learning variant), walip-paper, walip-plain "
+                         "(default: all)")
+    ap.add_argument("--dev", action="store_true",
+                    help="also score every row on dev splits of the MUSE 0-5000 train dictionary (module docstring)")
+    ap.add_argument("--no-l1", action="store_true", help="skip the L1 refinement rows")
     args = ap.parse_args()
 
     vectors_dir = shared_path("vectors")
@@ -140,7 +171,17 @@ def main() -> None:
         test_entries = load_dictionary(muse / f"{pair}.5000-6500.txt")
         test, _ = dictionary_to_indices(test_entries, src.index, tgt.index)
         _, n_oov = count_uncovered_sources(test_entries, src.index, tgt.index)
-        train, _ = dictionary_to_indices(load_dictionary(muse / f"{pair}.0-5000.txt"), src.index, tgt.index)
+        train_entries = load_dictionary(muse / f"{pair}.0-5000.txt")
+        train, _ = dictionary_to_indices(train_entries, src.index, tgt.index)
+        dev_sets, train_fit = None, train
+        if args.dev:  # a fifth of the train dictionary's source words held out (seed 0): dev for every row
+            sources = sorted({e[0] for e in train_entries})
+            held = set(np.random.default_rng(0).permutation(sources)[: len(sources) // 5].tolist())
+            dev_entries = [e for e in train_entries if e[0] in held]
+            dev, _ = dictionary_to_indices(dev_entries, src.index, tgt.index)
+            train_fit, _ = dictionary_to_indices([e for e in train_entries if e[0] not in held], src.index, tgt.index)
+            dev_sets = {"_dev": (dev, count_uncovered_sources(dev_entries, src.index, tgt.index)[1]),
+                        "_devall": (train, count_uncovered_sources(train_entries, src.index, tgt.index)[1])}
         print(f"== {pair}: {len(src)} x {len(tgt)} words, {len(train)} train pairs, "
               f"{len(np.unique(test[:, 0]))} test sources in vocabulary", flush=True)
 
@@ -151,6 +192,7 @@ def main() -> None:
             ("vecmap+instamap", "vecmap+instamap (sup.)", "vecmap+instamap", train, {}),
             ("instamap", "instamap (sup.)", "instamap", train, {}),
             ("walip", "walip identical (confident)", "walip", None, {}),
+            ("walip-sl", "walip identical (self-learning)", "walip", None, {"variant": "self-learning"}),
             ("walip-paper", "walip identical, paper robust", "walip", None, {"variant": "paper", "robust": True}),
             ("walip-plain", "walip identical, paper plain", "walip", None, {"variant": "paper", "robust": False}),
         ]
@@ -158,14 +200,20 @@ def main() -> None:
             wanted = set(args.methods.split(","))
             bases = [b for b in bases if b[0] in wanted]
         for _key, label, method, seeds, options in bases:
+            supervised = seeds is not None
             try:
-                (row, mapped), rss = run_in_child(_fit_row, src, tgt, method, seeds, options, test, n_oov)
+                (row, mapped), rss = run_in_child(_fit_row, src, tgt, method, seeds, options, test, n_oov,
+                                                  None if supervised else dev_sets)
+                if supervised and dev_sets:  # its dev score from a fit that did not see the dev fifth
+                    (dev_row, _), _ = run_in_child(_fit_row, src, tgt, method, train_fit, options, dev_sets["_dev"][0],
+                                                   dev_sets["_dev"][1])
+                    row.update({"p1_nn_dev": dev_row["p1_nn"], "p1_csls_dev": dev_row["p1_csls"]})
             except RuntimeError as exc:
                 print(f"{pair} {label}: failed\n{exc}")
                 continue
             rows.append({"pair": pair, "method": label, "peak_mb": rss, **row})
             _show(rows[-1])
-            for mode, l1_options in _l1_variants(args):
+            for mode, l1_options in ([] if args.no_l1 else _l1_variants(args)):
                 try:
                     l1, rss = run_in_child(_l1_row, src.words, tgt.words, mapped[0], mapped[1], l1_options, test, n_oov,
                                             args.l1_max_seconds)
@@ -179,6 +227,13 @@ def main() -> None:
                 rows.append({"pair": pair, "method": f"  + l1 {mode}", "peak_mb": rss, **l1})
                 _show(rows[-1])
 
+    if args.dev:
+        print("\nDev: MUSE 0-5000 train dictionary only (dev = held-out fifth of its sources; supervised rows fitted on "
+              "the other four fifths; dev all = all of 0-5000, unsupervised rows only)")
+        print_table(rows, [("pair", "pair", ""), ("method", "method", ""), ("p1_nn_dev", "dev P@1 NN", ".1f"),
+                           ("p1_csls_dev", "dev P@1 CSLS", ".1f"), ("p1_nn_devall", "dev-all P@1 NN", ".1f"),
+                           ("p1_csls_devall", "dev-all P@1 CSLS", ".1f"), ("iterations", "iters", "d"),
+                           ("seconds", "seconds", ".1f")])
     print("\nBLI on MUSE 5000-6500 (P@1/P@10 in %, over the full target vocabulary), 2-core CPU")
     print_table(rows, [("pair", "pair", ""), ("method", "method", ""), ("p1_nn", "P@1 NN", ".1f"),
                        ("p1_csls", "P@1 CSLS", ".1f"), ("p10_csls", "P@10 CSLS", ".1f"), ("seconds", "seconds", ".1f"),
@@ -210,6 +265,11 @@ def main() -> None:
 
 def _show(row: dict) -> None:
     extra = f" l1 {row['l1_loss_initial']:.1f}->{row['l1_loss_final']:.1f} ({row['l1_stop']})" if "l1_steps" in row else ""
+    for suffix, name in (("_dev", "dev"), ("_devall", "dev-all")):
+        if f"p1_csls{suffix}" in row:
+            extra += f"; {name} P@1 NN {row[f'p1_nn{suffix}']:.1f} CSLS {row[f'p1_csls{suffix}']:.1f}"
+    if "iterations" in row:
+        extra += f"; {row['iterations']} iterations"
     print(f"{row['pair']} {row['method']}: P@1 NN {row['p1_nn']:.1f} CSLS {row['p1_csls']:.1f} "
           f"P@10 {row['p10_csls']:.1f} in {row['seconds']:.1f}s, peak {row['peak_mb']:.0f} MB{extra}", flush=True)
 

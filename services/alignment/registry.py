@@ -110,6 +110,22 @@ def _fit_walip(X, Y, seeds, opts, progress) -> StageFit:
     if opts["variant"] not in WALIP_VARIANTS:
         raise InvalidInput(f"unknown WALIP variant {opts['variant']!r}; known: {', '.join(WALIP_VARIANTS)}",
                            detail={"field": "variant", "known": list(WALIP_VARIANTS)})
+    if opts["variant"] == "self-learning":  # VecMap's robust self-learning from the seeds (walip_self_learning)
+        from services.alignment.walip import walip_self_learning
+
+        res = walip_self_learning(
+            X, Y, seeds, vocabulary_cutoff=opts["vocabulary_cutoff"], knn=int(opts["knn"]), direction=opts["direction"],
+            stochastic_initial=float(opts["stochastic_initial"]), stochastic_multiplier=float(opts["stochastic_multiplier"]),
+            stochastic_interval=int(opts["stochastic_interval"]), threshold=float(opts["threshold"]),
+            max_iter=int(opts["self_learning_max_iter"]), whiten=bool(opts["self_learning_whiten"]), seed=int(opts["seed"]),
+            progress=progress)
+        last = res.history[-1] if res.history else {}
+        stats = {"variant": "self-learning", "seed_pairs": len(seeds), "iterations": len(res.validation_losses),
+                 "final_pairs": len(res.pairs), "history": res.history, "stopped_by": last.get("stopped_by"),
+                 "final_keep_prob": last.get("keep_prob"),
+                 "best_validation_loss": float(min(res.validation_losses)) if res.validation_losses else None}
+        return StageFit([TwoSidedLinearStage(res.W, res.Wz)], res.pairs, res.validation_losses, stats,
+                        pairs_used=int(last.get("final_dictionary_pairs", len(seeds))))
     if opts["variant"] == "confident":
         confident = {"max_iter": int(opts["confident_iters"]), "max_vocab": opts["confident_vocab"], "knn": int(opts["knn"]),
                      "progress": progress}
@@ -149,7 +165,7 @@ def _fit_instamap(X, Y, seeds, opts, progress) -> StageFit:
     stage, pairs, history, spaces = fit_instamap(
         X, Y, seeds, K=int(opts["K"]), T=opts["T"], variant=opts["variant"], src_step=opts["src_step"],
         tgt_step=opts["tgt_step"], expand=bool(opts["expand"]), expand_vocab=opts["expand_vocab"],
-        engine=opts["engine"], return_spaces=True, progress=progress)
+        engine=opts["engine"], return_spaces=True, keep_rows=opts.get("_keep_rows"), progress=progress)
     return StageFit([stage], pairs, stats={"seed_pairs": len(seeds), "final_pairs": len(pairs), "variant": opts["variant"],
                                            "engine": opts["engine"], "src_step": stage.src_step,
                                            "tgt_step": stage.tgt_step, "history": history},
@@ -260,8 +276,13 @@ ALIGNERS: dict[str, Aligner] = {
         "variant": "confident", "top_pairs": 2000, "top_pairs_candidates": [1000, 2000, 4000, 8000],
         "confident_iters": 6, "confident_vocab": 10000,
         "n_inner": 5, "eps": 1e-3, "max_vocab": 15000, "knn": 10, "quantile_samples": 1_000_000, "seed": 0,
+        # variant "self-learning" (VecMap's robust self-learning, ACL 2018; walip.walip_self_learning): its
+        # --unsupervised defaults, but stochastic_interval 3 (paper: 50; fixed before measuring, for 2-core budgets)
+        "vocabulary_cutoff": 20000, "direction": "union", "stochastic_initial": 0.1, "stochastic_multiplier": 2.0,
+        "stochastic_interval": 3, "threshold": 1e-6, "self_learning_max_iter": 100, "self_learning_whiten": False,
     }, description="WALIP step 2: iterative fits on confident CSLS matches (variant confident: mutual top pairs + "
-                   "seeds, multi-step maps; paper/code: robust Procrustes with the q/k schedules)"),
+                   "seeds, multi-step maps; paper/code: robust Procrustes with the q/k schedules; self-learning: "
+                   "VecMap's stochastic CSLS self-learning from the seeds, multi-step refinement at the end)"),
     "instamap": Aligner("instamap", _fit_instamap, {
         # None: the variant's default (methods.md "InstaMap"; see services.alignment.instamap).
         "K": 70, "T": None, "variant": "paper", "src_step": None, "tgt_step": None, "expand": True, "expand_vocab": None,
@@ -381,7 +402,10 @@ def align(
     stage_stats: list[dict] = []
     pairs = seed_pairs
     pairs_used = 0
-    for name, opts in zip(names, stage_opts):
+    for i, (name, opts) in enumerate(zip(names, stage_opts)):
+        if name == "instamap" and i == len(names) - 1 and global_opts["dictionary_vocab"] is not None:
+            # The last stage's spaces feed only the final dictionary: InstaMap moves just the rows it reads.
+            opts = {**opts, "_keep_rows": int(global_opts["dictionary_vocab"])}
         fit = ALIGNERS[name].fit(X, Y, pairs, opts, progress)
         if fit.spaces is not None:
             X, Y = fit.spaces
