@@ -144,7 +144,8 @@ def l1_dictionary(
 ) -> np.ndarray:
     """Mutual CSLS-10 nearest neighbours (S2T & T2S) of the ``max_vocab`` most frequent words (methods.md, "L1 refinement").
 
-    ``rule="reference"`` (default) builds it as the reference does (MUSE's ``get_candidates`` with
+    ``rule="reference"`` (the function's default; the registry's ``l1`` method defaults to ``"restricted"``,
+    whose work is bounded by ``max_vocab`` whatever the vocabulary size) builds it as the reference does (MUSE's ``get_candidates`` with
     ``dico_max_rank``): r_S / r_T over the whole vocabularies, each of the first ``max_vocab`` words of one
     side retrieves its CSLS nearest neighbour among *all* words of the other side, and a pair is kept only
     when both words are among the first ``max_vocab`` and each is the other's neighbour. A word whose

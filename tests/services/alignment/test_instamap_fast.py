@@ -120,3 +120,50 @@ def test_the_cuda_code_path_fits_the_same_mapping(clean_world, monkeypatch):
     torch_path, torch_pairs, _ = fit_instamap(X, Y, seeds, K=20, T=3)
     np.testing.assert_array_equal(torch_pairs, cpu_pairs)
     np.testing.assert_allclose(torch_path.transform_source(X), cpu.transform_source(X), atol=2e-5)
+
+
+def test_keep_rows_moves_only_the_rows_the_fit_reads_and_fits_the_same_stage():
+    """keep_rows (the registry's final dictionary is all the last stage's spaces feed): the iterations move
+    only the head of each vocabulary and the dictionary's rows, and fit the very same stage and dictionary
+    as moving every row -- seeds beyond the head included."""
+    rng = np.random.default_rng(11)
+    n, d = 900, 24
+    X = unit(rng.standard_normal((n, d)))
+    R, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    Y = unit(X @ R + 0.05 * rng.standard_normal((n, d)))
+    seeds = np.stack([np.arange(0, n, 7), np.arange(0, n, 7)], axis=1)  # rows up to 896: far beyond the head
+    kw = dict(K=10, T=3, expand_vocab=200, return_spaces=True)
+    full_stage, full_pairs, full_hist, (Xf, Yf) = fit_instamap(X, Y, seeds, **kw)
+    stage, pairs, hist, (Xk, Yk) = fit_instamap(X, Y, seeds, keep_rows=150, **kw)
+    np.testing.assert_array_equal(pairs, full_pairs)
+    assert [h["pairs"] for h in hist] == [h["pairs"] for h in full_hist]
+    for a, b in zip(stage.iterations, full_stage.iterations):
+        for name in ("W_R", "src_anchors", "tgt_anchors", "deltas"):
+            np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=1e-5)
+    assert Xk.shape == (150, d) and Yk.shape == (150, d)
+    np.testing.assert_allclose(Xk, Xf[:150], atol=1e-5)
+    np.testing.assert_allclose(Yk, Yf[:150], atol=1e-5)
+    # the served mapping still moves every row: the kept stage transforms the whole vocabulary as the full one
+    np.testing.assert_allclose(stage.transform_source(X), Xf, atol=1e-4)
+
+
+def test_the_registry_dictionary_after_instamap_is_that_of_the_mapping():
+    """With InstaMap last (its spaces truncated to the dictionary vocabulary), the result's dictionary is the
+    mutual CSLS dictionary of the returned mapping applied to the whole vocabularies."""
+    from services.alignment.retrieval import mutual_nn
+    from services.alignment.vectors import WordVectors
+
+    rng = np.random.default_rng(5)
+    n, d = 800, 24
+    X = unit(rng.standard_normal((n, d)))
+    R, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    Y = unit(X @ R + 0.05 * rng.standard_normal((n, d)))
+    words = [f"w{i}" for i in range(n)]
+    seeds = np.stack([np.arange(0, n, 5), np.arange(0, n, 5)], axis=1)
+    res = align(WordVectors(words, X), WordVectors([f"v{i}" for i in range(n)], Y), "procrustes+instamap",
+                seed_pairs=seeds, options={"dictionary_vocab": 300, "instamap": {"expand_vocab": 200, "K": 10}})
+    XM, YM = res.mapping.transform_source(X), res.mapping.transform_target(Y)
+    expected, _ = mutual_nn(unit(XM), unit(YM), retrieval="csls", knn=10, max_src=300, max_tgt=300)
+    got = res.dictionary[0]
+    assert len(got) > 200
+    assert len({tuple(p) for p in got} ^ {tuple(p) for p in expected}) <= 2  # float rounding may flip a tie

@@ -81,3 +81,25 @@ def test_torch_backend_is_the_numpy_refinement(mode):
     assert (got.steps, got.stop_reason, got.work) == (ref.steps, ref.stop_reason, ref.work)
     np.testing.assert_allclose(got.M, ref.M, atol=1e-6)
     assert got.loss_final == pytest.approx(ref.loss_final, rel=1e-6)
+
+
+def test_the_default_dictionary_never_reads_beyond_the_cut():
+    """The registry's L1 default (dictionary=restricted): the dictionary it refines on reads only the first
+    max_vocab rows of each side, so its cost is bounded by the cut whatever the vocabulary -- rows beyond the
+    cut set to NaN change nothing. The reference rule reads them all (r over the whole vocabularies)."""
+    from services.alignment.l1 import l1_dictionary
+    from services.alignment.registry import ALIGNERS
+
+    assert ALIGNERS["l1"].defaults["dictionary"] == "restricted"
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((700, 16)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    Y = (X + 0.1 * rng.standard_normal(X.shape)).astype(np.float32)
+    Y /= np.linalg.norm(Y, axis=1, keepdims=True)
+    poisoned_X, poisoned_Y = X.copy(), Y.copy()
+    poisoned_X[200:], poisoned_Y[200:] = np.nan, np.nan
+    clean = l1_dictionary(X, Y, max_vocab=200, rule="restricted")
+    assert len(clean) > 150
+    np.testing.assert_array_equal(l1_dictionary(poisoned_X, poisoned_Y, max_vocab=200, rule="restricted"), clean)
+    assert not np.array_equal(l1_dictionary(poisoned_X, poisoned_Y, max_vocab=200, rule="reference"),
+                              l1_dictionary(X, Y, max_vocab=200, rule="reference"))

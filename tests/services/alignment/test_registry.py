@@ -54,7 +54,7 @@ def test_procrustes_plus_instamap_runs_and_saves(world, tmp_path):
 def test_l1_defaults_to_the_papers_flow(world):
     res = align(world.src, world.tgt, "walip+l1", options={"max_iter": 3, "l1": {"max_steps": 20}})
     l1 = res.mapping.stats["stages"][1]
-    assert l1["mode"] == "faithful" and l1["dictionary"] == "reference" and l1["rounds"] == 1
+    assert l1["mode"] == "faithful" and l1["dictionary"] == "restricted" and l1["rounds"] == 1
     assert l1["steps"] <= 20 and l1["loss_final"] <= l1["loss_initial"] and l1["orthogonality_error"] <= 1e-5
     assert "early_stopping" not in l1
 
@@ -177,7 +177,7 @@ def test_l1_rounds_reinduce_the_dictionary_until_it_stops_changing():
     one = align(src, world.tgt, "l1", options={**opts, "rounds": 1}).mapping
     many = align(src, world.tgt, "l1", options={**opts, "rounds": 4}).mapping
     s1, s4 = one.stats["stages"][0], many.stats["stages"][0]
-    assert s1["rounds"] == 1 and len(s1["round_stats"]) == 1 and s1["dictionary"] == "reference"
+    assert s1["rounds"] == 1 and len(s1["round_stats"]) == 1 and s1["dictionary"] == "restricted"
     assert 2 <= s4["rounds"] <= 4 and len(s4["round_stats"]) == s4["rounds"]
     assert s4["round_stats"][0]["pairs"] == s1["pairs"] < s4["pairs"]  # refined mapping induces more pairs
     assert s4["steps"] == sum(r["steps"] for r in s4["round_stats"])
