@@ -364,7 +364,13 @@ def walip_select(X: np.ndarray, Y: np.ndarray, seed_pairs: np.ndarray, *, candid
 # end), i.e. ≥ 255 iterations: about an hour here. 3 was fixed before anything was measured (issue 15), so a run is
 # a few minutes: each keep probability still gets 4 iterations without an improvement before it is raised.
 SELF_LEARNING_INTERVAL = 3
-SELF_LEARNING_MAX_ITER = 100
+# Iterations of the stochastic phase (p < 1). Measured at 20k on 2 cores (en→fr, issue 15) one iteration costs
+# ~8.5 s, and with a cap of 100 the objective still improved by ≥ 1e-6 often enough that p never reached 1: the run
+# ended on a stochastic dictionary after 850 s. So the cap now ends the stochastic phase only: p jumps to 1 and the
+# deterministic phase runs to its own stall (at most SELF_LEARNING_FINAL_ITER iterations). 30 is a cost bound
+# (about 4-5 min at 20k here), not a score choice.
+SELF_LEARNING_MAX_ITER = 30
+SELF_LEARNING_FINAL_ITER = 10
 
 
 # Similarities of one self-learning iteration kept between its two sweeps when they fit in this many bytes
@@ -488,8 +494,10 @@ def walip_self_learning(
     sides, de-whiten) gives the returned (W, Wz). All of this is VecMap's ``--unsupervised`` defaults except:
 
     - ``stochastic_interval`` is :data:`SELF_LEARNING_INTERVAL` (3), not 50: fixed before any measurement so one
-      run stays at minutes on 2 CPU cores (see the constant); ``max_iter`` caps the loop (then the multi-step
-      refinement runs on the dictionary reached; ``history[-1]["stopped_by"]`` says which);
+      run stays at minutes on 2 CPU cores (see the constant); ``max_iter`` caps the stochastic phase: past it p
+      jumps to 1 and the deterministic phase runs until the objective stalls for the interval (at most
+      :data:`SELF_LEARNING_FINAL_ITER` more iterations), then the multi-step refinement
+      (``history[-1]["stopped_by"]``: "converged" or "max_iter");
     - a dropped similarity is excluded from the argmax (VecMap multiplies it by 0, which can win over negative
       CSLS scores); identical whenever a row keeps one positive score;
     - ``whiten=True`` maps whitened embeddings during self-learning (each side whitened on its dictionary rows,
@@ -499,7 +507,7 @@ def walip_self_learning(
     Chunked (services.alignment.sweep.score_blocks): two sweeps of the cutoff × cutoff similarities per iteration;
     the second reads the first's blocks when they fit in :data:`SELF_LEARNING_CACHE_BYTES` (20k × 20k: 1.6 GB),
     else multiplies again. Deterministic for a given ``seed`` (numpy generator for the drops). ``progress`` gets
-    ("walip", iteration, max_iter, record) after each induction. Returns a :class:`WalipResult` whose ``W``/``Wz``
+    ("walip", iteration, max_iter + SELF_LEARNING_FINAL_ITER (the bound), record) after each induction. Returns a :class:`WalipResult` whose ``W``/``Wz``
     are the final multi-step maps, ``pairs`` the mutual CSLS dictionary of the final spaces (best first) and
     ``validation_losses`` 1 − objective per iteration.
     """
@@ -554,7 +562,10 @@ def walip_self_learning(
                 break
             keep = min(1.0, float(stochastic_multiplier) * keep)
             last_improvement = it
-        if it > int(max_iter):
+        if it > int(max_iter) and keep < 1.0:  # the stochastic phase is over: finish deterministically (p = 1)
+            stopped_by = "max_iter"
+            keep, last_improvement = 1.0, it
+        if it > int(max_iter) + SELF_LEARNING_FINAL_ITER:
             stopped_by = "max_iter"
             break
         started = time.perf_counter()
@@ -582,7 +593,7 @@ def walip_self_learning(
                   "seconds": time.perf_counter() - started}
         history.append(record)
         if progress is not None:
-            progress("walip", it, int(max_iter), dict(record))
+            progress("walip", it, int(max_iter) + SELF_LEARNING_FINAL_ITER, dict(record))
         it += 1
     # Section 3.4: whitening, orthogonal mapping, re-weighting, de-whitening on the final dictionary.
     try:
