@@ -7,8 +7,10 @@ identity between languages, ``unit,center,unit`` per language as the server does
 - ``+ pure vocab``: language-pure vocabularies (services/serving/vocabulary.py);
 - ``+ prior``: plus the CSLS frequency prior (services/serving/rank_prior.py), the same weight for every candidate;
 - ``+ identical weight``: the query's own string gets the stronger weight;
-- ``+ capitalised forms (default)``: each word's vector mixes in its capitalised form
-  (services/serving/encoder_spaces.py, "Word forms") = the new default;
+- ``+ capitalised forms 0.25``: each word's vector mixes in its capitalised form, one weight for every
+  language (services/serving/encoder_spaces.py, "Word forms");
+- ``+ per-language capitalised weights (default)``: each language's own weight (encoder_spaces.py,
+  "Per-language weights") = the new default;
 - ``default, exclude_identical``: the request option that drops the query's own string.
 
 Columns: P@1 NN / CSLS (as served: CSLS-10, the prior re-ranking the 30 best) on (a) the frequent
@@ -25,7 +27,8 @@ is built, and reports each job's wall seconds (submission to ``succeeded``) and 
 
 ``--dev`` measures the dev splits instead (MUSE *train* ``0-5000`` sources ranked 1,000–5,000; the first
 1,000 sources of the Glavaš ``train.freq.5k`` files), with the rows the dev rules choose from (identical
-weights, capitalised-form weights), and prints what the rules pick; it reads no test split.
+weights, capitalised-form weights, the per-language weights of the default), and prints what the rules pick;
+it reads no test split.
 
     .venv/bin/python benchmarks/encoder_spaces.py [--dev] [--pairs muse:en-fr,...] [--cold-start [--l1-example]]
 
@@ -152,9 +155,10 @@ def evaluate(S, T, gold: dict[str, set[str]], *, prior: float, identical_weight:
             "echo": round(100 * sum(a == q and a not in gold[q] for q, a in zip(queries, csls_top)) / n, 2)}
 
 
-def build_spaces(langs, *, vocab: int, encoder: str, rule, cache_dir: Path, capitalised_weight: float) -> dict:
+def build_spaces(langs, *, vocab: int, encoder: str, rule, cache_dir: Path, capitalised_weight: float | None) -> dict:
+    """``capitalised_weight`` None: each language's default weight (as served)."""
     from services.alignment.vectors import normalize
-    from services.serving.encoder_spaces import build_encoder_vectors
+    from services.serving.encoder_spaces import build_encoder_vectors, capitalised_weight_for
 
     out = {}
     for lang in langs:
@@ -162,7 +166,8 @@ def build_spaces(langs, *, vocab: int, encoder: str, rule, cache_dir: Path, capi
         wv = build_encoder_vectors(lang, vocab, encoder_name=encoder, cache_dir=cache_dir, rule=rule,
                                    capitalised_weight=capitalised_weight)
         out[lang] = (wv.words, normalize(wv.vectors, "unit,center,unit"))
-        print(f"  {lang}: {len(wv.words)} words, capitalised weight {capitalised_weight:g} "
+        w = capitalised_weight_for(lang) if capitalised_weight is None else capitalised_weight
+        print(f"  {lang}: {len(wv.words)} words, capitalised weight {w:g} "
               f"({time.perf_counter() - t0:.1f} s)", flush=True)
     return out
 
@@ -189,18 +194,21 @@ def quality(args) -> list[dict]:
     build = lambda r, w: build_spaces(langs, vocab=args.vocab, encoder=args.encoder, rule=r,  # noqa: E731
                                       cache_dir=settings.cache_dir, capitalised_weight=w)
     pure0 = build(rule, 0.0)
-    pure = build(rule, cap)
+    pure1 = build(rule, cap)  # one weight for every language (the default before the per-language weights)
+    pure = build(rule, None)  # the default: each language's own weight
     lam, lam_id = DEFAULT_FREQUENCY_PRIOR, IDENTICAL_EXTRA_WEIGHT
     if args.dev:  # the rows the dev rules read: identical weights, then capitalised-form weights
         variants = [(f"identical weight {x:g}", pure, lam, x, False) for x in DEV_IDENTICAL_WEIGHTS]
-        variants += [(f"capitalised weight {w:g}", pure if w == cap else pure0 if w == 0 else build(rule, w),
+        variants += [(f"capitalised weight {w:g}", pure1 if w == cap else pure0 if w == 0 else build(rule, w),
                       lam, lam_id, False) for w in DEV_CAPITALISED_WEIGHTS]
+        variants += [("per-language capitalised weights (default)", pure, lam, lam_id, False)]
     else:
         raw = build(None, 0.0)
         variants = [("before (raw wordfreq)", raw, 0.0, 0.0, False), ("+ pure vocab", pure0, 0.0, 0.0, False),
                     (f"+ prior {lam:g}", pure0, lam, 0.0, False),
                     (f"+ identical weight {lam_id:g}", pure0, lam, lam_id, False),
-                    (f"+ capitalised forms {cap:g} (default)", pure, lam, lam_id, False),
+                    (f"+ capitalised forms {cap:g}", pure1, lam, lam_id, False),
+                    ("+ per-language capitalised weights (default)", pure, lam, lam_id, False),
                     ("default, exclude_identical", pure, lam, lam_id, True)]
     release_wordfreq_tables()
     fold = lambda w: normalize_query_word(w, lowercase=True)  # noqa: E731  (the service's query folding)

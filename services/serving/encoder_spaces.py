@@ -11,14 +11,27 @@ capitalised-form weight and the wordfreq version.
 capitalised too (sentence-initially; German nouns; names) and the encoders are case-sensitive: to USE
 the string ``hund`` is a rarer, vaguer token sequence than ``Hund``. A word's vector is therefore
 unit((1 − w)·unit(E(word)) + w·unit(E(Word))), its lower-case and capitalised forms mixed with one weight
-``w`` for every language (scripts without case give the same string twice, embedded once). w = 0.25 was
-chosen by :func:`choose_capitalised_weight` on the dev splits (MUSE *train* source words ranked
+``w`` (scripts without case give the same string twice, embedded once). w = 0.25 for every language was
+first chosen by :func:`choose_capitalised_weight` on the dev splits (MUSE *train* source words ranked
 1,000–5,000: en→fr, en→de, en→ru; the 1,000 most frequent source words of the Glavaš *train* 5k
 dictionaries: en→fr, en→de, de→fr; served answers, P@1 CSLS; benchmarks/encoder_spaces.py ``--dev``) from
 {0, 1/8, 1/4, 3/8, 1/2}: the weight with most dev hits among those that lose on no dev pair against
 w = 0, before any test figure was read. P@1 76.8 → 77.2, 64.5 → 69.2, 55.3 → 59.3, 67.7 → 68.1,
 50.0 → 53.2, 52.7 → 57.2 (3/8 had more hits in all but one fewer on Glavaš en→fr; 1/2 lost 2 points on
 MUSE en→fr). The cost is a second encoder pass per language (the build seconds in /readyz).
+
+**Per-language weights** (:data:`CAPITALISED_WEIGHTS`, issue 13 follow-up): how often a word is written
+capitalised depends on the language (every German noun; sentence starts elsewhere), so each language with
+dev dictionaries got its own ``w``, chosen on the same dev splits by a rule fixed before any row was read:
+for each language alone (the others at 0.25), the value of {1/8, 1/4, 3/8, 1/2, 3/4} with the highest mean
+dev P@1 CSLS over the six dev pairs; the combination was kept only if it beat w = 0.25 everywhere by
+>= 0.5 mean dev P@1, without a higher mean dev echo and without a loss on MUSE en→de or en→ru. Chosen:
+en 3/8, fr 1/8, de 1/2, ru 1/2 (mean dev P@1 64.03 → 65.48; echo 3.25 → 3.11 %; MUSE en→de 69.2 → 71.3,
+en→ru 59.3 → 60.5, Glavaš en→de 53.2 → 55.7, de→fr 57.2 → 60.3). Other languages keep 0.25 (no dev
+dictionary to choose with). No extra encoder pass: the build costs what it did. Tried on the same dev
+splits and not kept: a context prompt in the word's language (``Das Wort „Hund“.``, mixed at 1/4 or 1/2 with
+the bare forms: +0.04 mean dev P@1 at best, for twice the encoder time of a bare pass); removing the top
+1-8 principal components per language (+0.2 at best over the per-language weights).
 """
 
 from __future__ import annotations
@@ -40,11 +53,19 @@ from services.serving.vocabulary import PurityRule, pure_vocabulary, release_wor
 log = logging.getLogger(__name__)
 
 __all__ = ["encoder_vocabulary", "encoder_space_path", "build_encoder_vectors", "wordfreq_version",
-           "embed_word_forms", "DEFAULT_CAPITALISED_WEIGHT", "CAPITALISED_WEIGHT_GRID", "choose_capitalised_weight",
+           "embed_word_forms", "DEFAULT_CAPITALISED_WEIGHT", "CAPITALISED_WEIGHTS", "capitalised_weight_for",
+           "CAPITALISED_WEIGHT_GRID", "choose_capitalised_weight",
            "BackgroundGate", "EncoderSpaceBuilder"]
 
 _CACHE_FORMAT = 2
-DEFAULT_CAPITALISED_WEIGHT = 0.25  # w of the capitalised form (module docstring, "Word forms")
+DEFAULT_CAPITALISED_WEIGHT = 0.25  # w of the capitalised form (module docstring, "Word forms"), languages not below
+# Per-language w, chosen on the dev splits (module docstring, "Per-language weights").
+CAPITALISED_WEIGHTS: dict[str, float] = {"en": 0.375, "fr": 0.125, "de": 0.5, "ru": 0.5}
+
+
+def capitalised_weight_for(lang: str) -> float:
+    """The default capitalised-form weight of ``lang`` (:data:`CAPITALISED_WEIGHTS`, else 0.25)."""
+    return CAPITALISED_WEIGHTS.get(lang, CAPITALISED_WEIGHTS.get(lang.split("-")[0], DEFAULT_CAPITALISED_WEIGHT))
 # Candidates scanned per served word: the purity rule drops 3-15 % of a top list (more for ru, ja).
 _SCAN_FACTOR = 1.5
 
@@ -125,8 +146,11 @@ def embed_word_forms(encoder: Any, words: list[str], capitalised_weight: float =
 
 
 def encoder_space_path(cache_dir: Path, encoder_name: str, lang: str, n: int, rule: PurityRule | None = None,
-                       capitalised_weight: float = DEFAULT_CAPITALISED_WEIGHT) -> Path:
-    """Cache file for (encoder, language, N, purity rule, capitalised-form weight, wordfreq version)."""
+                       capitalised_weight: float | None = None) -> Path:
+    """Cache file for (encoder, language, N, purity rule, capitalised-form weight, wordfreq version);
+    ``capitalised_weight`` None = the language's default (:func:`capitalised_weight_for`)."""
+    if capitalised_weight is None:
+        capitalised_weight = capitalised_weight_for(lang)
     rule_tag = rule.tag() if rule is not None else "raw"
     forms = f"|cap={float(capitalised_weight):g}" if capitalised_weight else ""  # w = 0: the files of before
     tag = hashlib.sha256(f"{_CACHE_FORMAT}|{encoder_name}|{lang}|{n}|{rule_tag}|{wordfreq_version()}{forms}".encode()
@@ -138,14 +162,16 @@ def build_encoder_vectors(lang: str, n: int, *, encoder_name: str, cache_dir: Pa
                           encoder_factory: Callable[[str], Any] | None = None,
                           words: list[str] | None = None, rule: PurityRule | None = None,
                           frequencies: Callable[[str], Any] = wordfreq_frequencies,
-                          capitalised_weight: float = DEFAULT_CAPITALISED_WEIGHT) -> WordVectors:
+                          capitalised_weight: float | None = None) -> WordVectors:
     """Word vectors of the top-``n`` words of ``lang`` under ``encoder_name`` (unit rows; cached on disk).
 
     ``encoder_factory(name)`` defaults to :func:`models.text_encoders.load_text_encoder`;
     ``words`` overrides the wordfreq vocabulary (tests); ``rule`` keeps it language-pure
     (``frequencies(lang)`` gives the word frequencies the rule compares); ``capitalised_weight`` mixes in
-    the capitalised forms (:func:`embed_word_forms`).
+    the capitalised forms (:func:`embed_word_forms`; None = the language's default, :func:`capitalised_weight_for`).
     """
+    if capitalised_weight is None:
+        capitalised_weight = capitalised_weight_for(lang)
     path = (encoder_space_path(cache_dir, encoder_name, lang, n, rule, capitalised_weight)
             if cache_dir is not None and words is None else None)
     if path is not None and path.is_file():
@@ -230,11 +256,12 @@ class EncoderSpaceBuilder:
                  normalize: str, storage_dtype: str, rule: PurityRule | None,
                  encoder_factory: Callable[[str], Any] | None = None,
                  frequencies: Callable[[str], Any] = wordfreq_frequencies,
-                 capitalised_weight: float = DEFAULT_CAPITALISED_WEIGHT, gate: BackgroundGate | None = None):
+                 capitalised_weight: float | None = None, gate: BackgroundGate | None = None):
         import threading
 
         self.registry = registry
-        self.capitalised_weight = float(capitalised_weight)
+        # None: each language's default weight (capitalised_weight_for); a number: that weight for every language
+        self.capitalised_weight = None if capitalised_weight is None else float(capitalised_weight)
         self.gate = gate
         self._requested: set[str] = set()  # languages a request asked for (503 space_loading), not built yet
         self.group = f"encoder:{encoder_name}"
