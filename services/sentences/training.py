@@ -59,8 +59,9 @@ class GlobetrotterTrainConfig:
     in training (XTD10's es/it/ru). ``preserve = 0`` is the paper's objective (Surís et al. 2022, sections
     3.1-3.3: image-text, image-image and transitive text terms, nothing tying the space to the tower's).
     Linear/mlp heads over per-language static towers (the faithful setting) ignore it: a head that maps into a
-    new space has no tower space to preserve. The default strength was chosen on the dev split by a rule fixed in
-    advance (benchmarks/globetrotter.py, :func:`one_se_choice`)."""
+    new space has no tower space to preserve. The default 3.0 was chosen on the dev split by a rule fixed in advance
+    (benchmarks/globetrotter.py: leave-one-language-out de/fr on training data, one-SE rule, :func:`one_se_choice`;
+    dev metric 50.23 ± 0.31 vs 49.96 ± 0.38 for the paper's 0)."""
 
     embed_dim: int = 256
     text_head: str = "auto"
@@ -75,7 +76,7 @@ class GlobetrotterTrainConfig:
     visual_weight: float = 1.0
     transitive: bool = True
     language_heads: bool = False
-    preserve: float = 0.0
+    preserve: float = 3.0
     select: str = "p@1"
     visual_sim: str = "visual"
     view_drop: float = 0.2
