@@ -94,10 +94,7 @@ def _checked_params(body: ClipTrainingRequest, settings) -> dict[str, Any]:
     params["captions"] = str(allowed_path(body.captions, roots, field="captions"))
     if body.extra_captions:
         params["extra_captions"] = {}
-        for lang, path in body.extra_captions.items():
-            if not (2 <= len(lang) <= 16 and lang.replace("-", "").replace("_", "").isalnum()):
-                raise InvalidInput("extra_captions: keys are language codes such as 'de'",
-                                   detail={"field": "extra_captions"})
+        for lang, path in body.extra_captions.items():  # keys are checked by the training core's validation
             params["extra_captions"][lang] = str(allowed_path(path, roots, field=f"extra_captions.{lang}"))
     for field in ("image_tower", "text_tower"):
         if field in params:
