@@ -7,7 +7,7 @@ from services.alignment.instamap import anchor_shift, fit_instamap
 from services.alignment.mapping import InstaMapStage, Mapping, instamap_shift
 from services.alignment.registry import align
 from services.errors import InvalidInput
-from tests.services.alignment.align_fixtures import planted_world, unit
+from tests.services.alignment.align_fixtures import planted_world, random_rotation, unit
 
 
 def _brute_shift(V, anchors, deltas, K, clip_negative=False):
@@ -122,15 +122,19 @@ def test_the_cuda_code_path_fits_the_same_mapping(clean_world, monkeypatch):
     np.testing.assert_allclose(torch_path.transform_source(X), cpu.transform_source(X), atol=2e-5)
 
 
+def _rotated_noisy(n: int, d: int, seed: int):
+    """Unit rows X and Y = X R + noise (word i <-> word i) for a random rotation R."""
+    rng = np.random.default_rng(seed)
+    X = unit(rng.standard_normal((n, d)))
+    return X, unit(X @ random_rotation(d, rng) + 0.05 * rng.standard_normal((n, d)))
+
+
 def test_keep_rows_moves_only_the_rows_the_fit_reads_and_fits_the_same_stage():
     """keep_rows (the registry's final dictionary is all the last stage's spaces feed): the iterations move
     only the head of each vocabulary and the dictionary's rows, and fit the very same stage and dictionary
     as moving every row -- seeds beyond the head included."""
-    rng = np.random.default_rng(11)
     n, d = 900, 24
-    X = unit(rng.standard_normal((n, d)))
-    R, _ = np.linalg.qr(rng.standard_normal((d, d)))
-    Y = unit(X @ R + 0.05 * rng.standard_normal((n, d)))
+    X, Y = _rotated_noisy(n, d, seed=11)
     seeds = np.stack([np.arange(0, n, 7), np.arange(0, n, 7)], axis=1)  # rows up to 896: far beyond the head
     kw = dict(K=10, T=3, expand_vocab=200, return_spaces=True)
     full_stage, full_pairs, full_hist, (Xf, Yf) = fit_instamap(X, Y, seeds, **kw)
@@ -153,11 +157,8 @@ def test_the_registry_dictionary_after_instamap_is_that_of_the_mapping():
     from services.alignment.retrieval import mutual_nn
     from services.alignment.vectors import WordVectors
 
-    rng = np.random.default_rng(5)
     n, d = 800, 24
-    X = unit(rng.standard_normal((n, d)))
-    R, _ = np.linalg.qr(rng.standard_normal((d, d)))
-    Y = unit(X @ R + 0.05 * rng.standard_normal((n, d)))
+    X, Y = _rotated_noisy(n, d, seed=5)
     words = [f"w{i}" for i in range(n)]
     seeds = np.stack([np.arange(0, n, 5), np.arange(0, n, 5)], axis=1)
     res = align(WordVectors(words, X), WordVectors([f"v{i}" for i in range(n)], Y), "procrustes+instamap",
