@@ -3,7 +3,7 @@
 Each language's 20,000 most frequent wordfreq words embedded with USE-multilingual (one shared space,
 identity between languages, ``unit,center,unit`` per language as the server does). Rows, per pair:
 
-- ``before``: the raw wordfreq lists (the default up to issue 13);
+- ``before``: the raw wordfreq lists (the default up to issue 13), with CSLS over ``VISLEX_CSLS_KNN`` (10) as then;
 - ``+ pure vocab``: language-pure vocabularies (services/serving/vocabulary.py);
 - ``+ prior``: plus the CSLS frequency prior (services/serving/rank_prior.py), the same weight for every candidate;
 - ``+ identical weight``: the query's own string gets the stronger weight;
@@ -12,10 +12,15 @@ identity between languages, ``unit,center,unit`` per language as the server does
 - ``+ per-language capitalised weights (default)``: each language's own weight (encoder_spaces.py,
   "Per-language weights") = the new default;
 - ``default, exclude_identical``: the request option that drops the query's own string;
-- ``default, CSLS k=5 (proposed)``: the default with CSLS over 5 neighbours instead of the served 10
-  (chosen on the dev splits; a settings change not made yet).
+- ``default, VISLEX_ENCODER_CSLS_KNN=K``: the default with CSLS over K neighbours between the encoder-derived
+  spaces (``Settings.encoder_csls_knn``; test: the one of 5 / 10 not served, for comparison).
 
-Columns: P@1 NN / CSLS (as served: CSLS-10, the prior re-ranking the 30 best) on (a) the frequent
+Every row's CSLS K is the one the server would use: the registry of the benchmark's settings
+(``app/wiring/serving.new_registry``) says it for a pair of the encoder's group (``SpaceRegistry.csls_knn_between``,
+``encoder_csls_knn`` there, ``VISLEX_CSLS_KNN`` for every other pair), and r_S is the registry's own
+``knn_mean_similarity``.
+
+Columns: P@1 NN / CSLS (as served: CSLS-K, the prior re-ranking the 30 best) on (a) the frequent
 words — the first 1,000 source words of MUSE ``0-5000`` — and (b) the test split (MUSE ``5000-6500`` or
 Glavaš ``test.freq.2k``), and the *echo rate*: the share of queries whose top-1 CSLS answer is the query
 string while that string is not a gold translation. Queries are the source words with a gold target in
@@ -29,8 +34,13 @@ is built, and reports each job's wall seconds (submission to ``succeeded``) and 
 
 ``--dev`` measures the dev splits instead (MUSE *train* ``0-5000`` sources ranked 1,000–5,000; the first
 1,000 sources of the Glavaš ``train.freq.5k`` files), with the rows the dev rules choose from (identical
-weights, capitalised-form weights, the per-language weights of the default), and prints what the rules pick;
-it reads no test split.
+weights, capitalised-form weights, the per-language weights of the default, ``VISLEX_ENCODER_CSLS_KNN`` 10
+and 5), and prints what the rules pick; it reads no test split.
+
+Rule for ``encoder_csls_knn`` (fixed before the dev run that chose it): over the dev pairs, the mean of the
+per-pair dev P@1 CSLS and the mean of the per-pair dev echo rates, for K = 10 and K = 5 (everything else the
+default). The default is 5 when the mean P@1 CSLS rises by >= 0.3 points AND the mean echo rate rises by no
+more than 0.3 points; otherwise it stays 10 (:func:`choose_encoder_csls_knn`).
 
     .venv/bin/python benchmarks/encoder_spaces.py [--dev] [--pairs muse:en-fr,...] [--cold-start [--l1-example]]
 
@@ -174,13 +184,39 @@ def build_spaces(langs, *, vocab: int, encoder: str, rule, cache_dir: Path, capi
     return out
 
 
-# CSLS neighbourhood proposed for encoder-derived spaces (VISLEX_CSLS_KNN, served 10): chosen on the dev splits
-# from {5, 10, 15, 20} on top of the per-language capitalised weights (mean dev P@1 65.48 -> 66.22, echo
-# 3.11 -> 2.92 %); the row "default, CSLS k=5 (proposed)" measures it.
-PROPOSED_CSLS_KNN = 5
+# VISLEX_ENCODER_CSLS_KNN: the two values the dev rule chooses between (choose_encoder_csls_knn), the first the
+# one kept unless the second clears both margins. 5 came out of an earlier dev sweep over {5, 10, 15, 20}.
+ENCODER_KNN_CANDIDATES = (10, 5)
+KNN_MIN_P1_GAIN = 0.3  # mean dev P@1 CSLS points the candidate must gain
+KNN_MAX_ECHO_RISE = 0.3  # mean dev echo-rate points it may add at most
 # Grids the dev rules choose from (rank_prior.py and encoder_spaces.py say which rule picks what).
 DEV_IDENTICAL_WEIGHTS = (0.2, 0.5, 1.0, 2.0)
 DEV_CAPITALISED_WEIGHTS = (0.0, 0.125, 0.25, 0.375, 0.5)
+
+
+def served_knn(settings, encoder: str) -> int:
+    """CSLS K the server built from ``settings`` uses between two spaces of ``encoder``'s group."""
+    from app.wiring.serving import new_registry
+
+    group = f"encoder:{encoder}"  # EncoderSpaceBuilder.group
+    return new_registry(settings).csls_knn_between(group, group)
+
+
+def choose_encoder_csls_knn(rows: list[dict]) -> dict:
+    """The fixed dev rule (module docstring): candidate K when its mean dev P@1 CSLS over the pairs gains
+    >= KNN_MIN_P1_GAIN and its mean dev echo rises by <= KNN_MAX_ECHO_RISE, else the current K."""
+    keep, candidate = ENCODER_KNN_CANDIDATES
+    means = {}
+    for k in ENCODER_KNN_CANDIDATES:
+        rs = [r for r in rows if r["variant"] == f"default, VISLEX_ENCODER_CSLS_KNN={k}" and r.get("dev_n")]
+        if not rs:
+            return {}
+        means[k] = {"pairs": len(rs), "p1_csls": round(float(np.mean([r["dev_p1_csls"] for r in rs])), 3),
+                    "echo": round(float(np.mean([r["dev_echo"] for r in rs])), 3)}
+    gain = round(means[candidate]["p1_csls"] - means[keep]["p1_csls"], 6)  # means are rounded to 0.001
+    echo_rise = round(means[candidate]["echo"] - means[keep]["echo"], 6)
+    chosen = candidate if gain >= KNN_MIN_P1_GAIN and echo_rise <= KNN_MAX_ECHO_RISE else keep
+    return {"encoder_csls_knn": chosen, "means": means, "p1_gain": round(gain, 3), "echo_rise": round(echo_rise, 3)}
 
 
 def quality(args) -> list[dict]:
@@ -192,6 +228,10 @@ def quality(args) -> list[dict]:
     from services.serving.vocabulary import release_wordfreq_tables
 
     settings = Settings(encoder_vocab_size=args.vocab, text_encoder=args.encoder)
+    knn = served_knn(settings, args.encoder)  # as served: VISLEX_ENCODER_CSLS_KNN (environment or default)
+    knn_of = {k: served_knn(Settings(encoder_vocab_size=args.vocab, text_encoder=args.encoder, encoder_csls_knn=k),
+                            args.encoder) for k in ENCODER_KNN_CANDIDATES}
+    print(f"CSLS K between encoder spaces as served: {knn}")
     rule = purity_rule(settings)  # the default rule: served languages (and lazy ones) + English as reference
     pairs = [(k, p) for k, p in (x.split(":") for x in args.pairs.split(",")) if dictionary_paths(k, p)[1].is_file()]
     langs = sorted({lang for _, p in pairs for lang in p.split("-")})
@@ -207,28 +247,32 @@ def quality(args) -> list[dict]:
         variants = [(f"identical weight {x:g}", pure, lam, x, False) for x in DEV_IDENTICAL_WEIGHTS]
         variants += [(f"capitalised weight {w:g}", pure1 if w == cap else pure0 if w == 0 else build(rule, w),
                       lam, lam_id, False) for w in DEV_CAPITALISED_WEIGHTS]
-        variants += [("per-language capitalised weights (default)", pure, lam, lam_id, False),
-                     (f"default, CSLS k={PROPOSED_CSLS_KNN} (proposed)", pure, lam, lam_id, False, PROPOSED_CSLS_KNN)]
+        variants += [("per-language capitalised weights (default)", pure, lam, lam_id, False)]
+        variants += [(f"default, VISLEX_ENCODER_CSLS_KNN={k}", pure, lam, lam_id, False, knn_of[k])
+                     for k in ENCODER_KNN_CANDIDATES]
     else:
         raw = build(None, 0.0)
-        variants = [("before (raw wordfreq)", raw, 0.0, 0.0, False), ("+ pure vocab", pure0, 0.0, 0.0, False),
+        # "before" is the default up to issue 13, CSLS K included (VISLEX_CSLS_KNN for every pair then).
+        variants = [("before (raw wordfreq)", raw, 0.0, 0.0, False, settings.csls_knn),
+                    ("+ pure vocab", pure0, 0.0, 0.0, False),
                     (f"+ prior {lam:g}", pure0, lam, 0.0, False),
                     (f"+ identical weight {lam_id:g}", pure0, lam, lam_id, False),
                     (f"+ capitalised forms {cap:g}", pure1, lam, lam_id, False),
                     ("+ per-language capitalised weights (default)", pure, lam, lam_id, False),
-                    ("default, exclude_identical", pure, lam, lam_id, True),
-                    (f"default, CSLS k={PROPOSED_CSLS_KNN} (proposed)", pure, lam, lam_id, False, PROPOSED_CSLS_KNN)]
+                    ("default, exclude_identical", pure, lam, lam_id, True)]
+        variants += [(f"default, VISLEX_ENCODER_CSLS_KNN={k}", pure, lam, lam_id, False, knn_of[k])
+                     for k in ENCODER_KNN_CANDIDATES if knn_of[k] != knn]
     release_wordfreq_tables()
     fold = lambda w: normalize_query_word(w, lowercase=True)  # noqa: E731  (the service's query folding)
     rows = []
     for kind, pair in pairs:
         src, tgt = pair.split("-")
         splits = splits_of(kind, pair, fold, args.dev)
-        for name, spaces, prior, prior_id, exclude, *knn in variants:
-            row = {"dict": kind, "pair": pair, "variant": name}
+        for name, spaces, prior, prior_id, exclude, *k_row in variants:
+            row = {"dict": kind, "pair": pair, "variant": name, "csls_knn": k_row[0] if k_row else knn}
             for split, gold in splits.items():
                 res = evaluate(spaces[src], spaces[tgt], gold, prior=prior, identical_weight=prior_id,
-                               exclude_identical=exclude, knn=knn[0] if knn else 10)
+                               exclude_identical=exclude, knn=k_row[0] if k_row else knn)
                 row.update({f"{split}_{k}": v for k, v in res.items()})
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -256,6 +300,9 @@ def dev_choices(rows: list[dict]) -> dict:
     if cap:
         out["capitalised_weight"] = choose_capitalised_weight(cap)
         out["capitalised_weight_hits"] = {w: sum(v) for w, v in cap.items()}
+    knn = choose_encoder_csls_knn(rows)
+    if knn:
+        out["encoder_csls_knn"] = knn
     return out
 
 
@@ -363,13 +410,14 @@ def main() -> None:
           "and not gold (%)")
     if args.dev:
         print_table(rows, [("dict", "dict", ""), ("pair", "pair", ""), ("variant", "variant", ""),
-                           ("dev_p1_nn", "dev NN", ".1f"), ("dev_p1_csls", "dev CSLS", ".1f"),
+                           ("csls_knn", "K", "d"), ("dev_p1_nn", "dev NN", ".1f"), ("dev_p1_csls", "dev CSLS", ".1f"),
                            ("dev_hits_csls", "dev hits", "d"), ("dev_echo", "dev echo", ".2f"), ("dev_n", "dev n", "d")])
         payload["chosen"] = dev_choices(rows)
         print("dev rules choose:", json.dumps(payload["chosen"]))
         write_results("encoder_spaces_dev", payload)
         return
     print_table(rows, [("dict", "dict", ""), ("pair", "pair", ""), ("variant", "variant", ""),
+                       ("csls_knn", "K", "d"),
                        ("frequent_p1_nn", "freq NN", ".1f"), ("frequent_p1_csls", "freq CSLS", ".1f"),
                        ("frequent_echo", "freq echo", ".1f"), ("frequent_n", "freq n", "d"),
                        ("test_p1_nn", "test NN", ".1f"), ("test_p1_csls", "test CSLS", ".1f"),

@@ -42,7 +42,8 @@ def purity_rule(settings) -> PurityRule | None:
 def new_registry(settings) -> SpaceRegistry:
     """The registry with every file space and saved mapping; encoder spaces come from :func:`encoder_builder`."""
     registry = SpaceRegistry(index_type=settings.index_type, storage_dtype=settings.storage_dtype,
-                             csls_knn=settings.csls_knn, csls_cache_dir=settings.cache_dir / "csls",
+                             csls_knn=settings.csls_knn, encoder_csls_knn=settings.encoder_csls_knn,
+                             csls_cache_dir=settings.cache_dir / "csls",
                              table_k=settings.table_k, table_build=settings.table_build,
                              frequency_prior=settings.frequency_prior)
     for lang, path in settings.spaces.items():

@@ -147,7 +147,7 @@ class SpaceRegistry:
 
     def __init__(self, *, index_type: str = "flat", storage_dtype: str = "float32", csls_knn: int = 10,
                  csls_cache_dir: Path | None = None, use_gpu: bool | None = None, table_k: int = 0,
-                 table_build: str = "on_demand", frequency_prior: float = 0.0):
+                 table_build: str = "on_demand", frequency_prior: float = 0.0, encoder_csls_knn: int | None = None):
         if table_build not in ("on_demand", "eager"):
             raise InvalidInput(f"table_build must be 'on_demand' or 'eager', not {table_build!r}")
         self.index_type = index_type
@@ -155,6 +155,8 @@ class SpaceRegistry:
         self.table_build = table_build  # eager: every pair, as soon as it is served; on_demand: on first use
         self.storage_dtype = storage_dtype
         self.csls_knn = int(csls_knn)
+        # CSLS K between encoder-derived spaces of one group (None: csls_knn, as for every other pair).
+        self.encoder_csls_knn = self.csls_knn if encoder_csls_knn is None else int(encoder_csls_knn)
         # CSLS frequency prior for pairs within one encoder group (frequency-ordered vocabularies).
         self.frequency_prior = float(frequency_prior)
         self.csls_cache_dir = Path(csls_cache_dir) if csls_cache_dir else None
@@ -298,10 +300,23 @@ class SpaceRegistry:
             index = index.with_column(src, np.zeros(index.size, dtype=np.float32))
         return index
 
+    @staticmethod
+    def encoder_pair(src_group: str | None, tgt_group: str | None) -> bool:
+        """Both spaces derived from one encoder (group ``encoder:<name>``): the frequency prior and
+        ``encoder_csls_knn`` apply to such pairs only."""
+        return bool(src_group) and src_group == tgt_group and str(src_group).startswith("encoder:")
+
+    def csls_knn_between(self, src_group: str | None, tgt_group: str | None) -> int:
+        """K of CSLS's r_S for a pair whose spaces belong to these groups."""
+        return self.encoder_csls_knn if self.encoder_pair(src_group, tgt_group) else self.csls_knn
+
+    def csls_knn_for(self, src: str, tgt: str) -> int:
+        spaces = self._state.spaces
+        return self.csls_knn_between(spaces[src].group, spaces[tgt].group)
+
     def _publish(self, state: PairState, compute_csls: bool) -> PairState:
         s_space, t_space = self._state.spaces[state.src], self._state.spaces[state.tgt]
-        if self.frequency_prior and s_space.group and s_space.group == t_space.group \
-                and str(s_space.group).startswith("encoder:"):
+        if self.frequency_prior and self.encoder_pair(s_space.group, t_space.group):
             # Both vocabularies are wordfreq-ordered; the query's own string gets the stronger weight.
             identical = t_space.rows(s_space.words).astype(np.int32)
             state = replace(state, rank_prior=self.frequency_prior, identical=identical)
@@ -349,12 +364,14 @@ class SpaceRegistry:
         return done
 
     def _r_source(self, state: PairState) -> np.ndarray:
-        """r_S(y): mean cosine of target y to its K nearest mapped source vectors (methods.md, CSLS)."""
+        """r_S(y): mean cosine of target y to its K nearest mapped source vectors (methods.md, CSLS);
+        K = :meth:`csls_knn_for` (``encoder_csls_knn`` between encoder-derived spaces, else ``csls_knn``)."""
         key = None
+        knn = self.csls_knn_for(state.src, state.tgt)
         if self.csls_cache_dir is not None:
             s, t = self._state.spaces[state.src], self._state.spaces[state.tgt]
             key = hashlib.sha256(
-                f"{s.fingerprint}|{t.fingerprint}|{state.version}|{self.csls_knn}|{self.storage_dtype}|"
+                f"{s.fingerprint}|{t.fingerprint}|{state.version}|{knn}|{self.storage_dtype}|"
                 f"{len(s)}|{len(t)}".encode()).hexdigest()[:24]
             path = self.csls_cache_dir / f"r_source-{key}.npy"
             if s.fingerprint and t.fingerprint and path.is_file():
@@ -369,7 +386,7 @@ class SpaceRegistry:
         targets = np.ascontiguousarray(state.index.targets, dtype=np.float32)
         sources = np.ascontiguousarray(state.mapped_source, dtype=np.float32)
         start = time.perf_counter()
-        k = min(self.csls_knn, len(sources))
+        k = min(knn, len(sources))
         threads = search_threads(len(targets))
         if threads > 1:
             # One slice of targets per core, one OpenMP thread each (see TargetIndex.search for why).
@@ -380,7 +397,7 @@ class SpaceRegistry:
             r = np.concatenate(list(_pool(threads).map(part, np.array_split(targets, threads))))
         else:
             r = knn_mean_similarity(targets, sources, k=k)
-        log.info("r_S computed", extra={"pair": f"{state.src}-{state.tgt}",
+        log.info("r_S computed", extra={"pair": f"{state.src}-{state.tgt}", "knn": k,
                                         "seconds": round(time.perf_counter() - start, 3)})
         if key is not None and self._state.spaces[state.src].fingerprint:
             _atomic_save_npy(self.csls_cache_dir / f"r_source-{key}.npy", r)

@@ -49,3 +49,18 @@ def test_unknown_key_in_file_is_rejected(monkeypatch, tmp_path):
     monkeypatch.setenv("VISLEX_CONFIG", str(cfg))
     with pytest.raises(SettingsError, match="prot"):
         load_settings()
+
+
+def test_encoder_csls_knn_reaches_the_registry_alone(monkeypatch, tmp_path):
+    from app.wiring.serving import new_registry
+
+    monkeypatch.setenv("VISLEX_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("VISLEX_ENCODER_CSLS_KNN", "3")
+    s = load_settings()
+    reg = new_registry(s)
+    assert (s.encoder_csls_knn, s.csls_knn) == (3, 10)
+    assert reg.csls_knn_between("encoder:use-multilingual", "encoder:use-multilingual") == 3
+    assert reg.csls_knn_between(None, None) == 10 and reg.csls_knn_between("g", "g") == 10
+    monkeypatch.setenv("VISLEX_ENCODER_CSLS_KNN", "0")
+    with pytest.raises(SettingsError, match="VISLEX_ENCODER_CSLS_KNN"):
+        load_settings()

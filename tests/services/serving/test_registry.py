@@ -173,3 +173,30 @@ def test_approximate_indexes_find_planted_answers(planted, index_type):
     out = Translator(reg).translate_batch([f"w{i}" for i in range(0, 200, 10)], "en", "fr", k=1, retrieval="nn")
     hits = sum(r["translations"][0]["word"] == f"m{i}" for i, r in zip(range(0, 200, 10), out["results"]))
     assert hits >= 18
+
+
+def test_encoder_pairs_use_their_own_csls_knn(planted):
+    """encoder_csls_knn sets r_S's K between encoder-derived spaces of one group; csls_knn every other pair."""
+    from services.serving.registry import identity_mapping
+
+    en, fr, R, en_words, fr_words = planted
+    reg = SpaceRegistry(csls_knn=10, encoder_csls_knn=1)
+    for lang, X, words, group in (("en", en, en_words, "encoder:t"), ("fr", fr, fr_words, "encoder:t"),
+                                  ("xx", en, en_words, None), ("yy", fr, fr_words, None)):
+        reg.add_space(WordSpace.build(lang, words, X, source="test", group=group, fingerprint=lang))
+    reg.install_mapping("en", "fr", identity_mapping(12, "en", "fr"))
+    reg.install_mapping("xx", "yy", identity_mapping(12, "xx", "yy"))
+    assert reg.csls_knn_for("en", "fr") == 1 and reg.csls_knn_for("xx", "yy") == 10
+    queries = np.arange(0, 200, 3)
+    order1, _ = brute_force_csls(en, fr, 1, queries, 1)
+    order10, _ = brute_force_csls(en, fr, 10, queries, 1)
+    assert (order1[:, 0] != order10[:, 0]).any()  # K changes some answers: the check below can tell them apart
+    sim = fr @ en.T
+    for (src, tgt), knn, order in (((("en", "fr")), 1, order1), (("xx", "yy"), 10, order10)):
+        state = reg.ensure_csls(src, tgt)
+        r = state.index.r_source[:, state.column]
+        np.testing.assert_allclose(r, np.sort(sim, axis=1)[:, -knn:].mean(axis=1), atol=1e-5)
+        out = Translator(reg).translate_batch([en_words[q] for q in queries], src, tgt, k=1, retrieval="csls")
+        assert [x["translations"][0]["word"] for x in out["results"]] == [fr_words[j] for j in order[:, 0]]
+    # Unset, encoder pairs follow csls_knn.
+    assert SpaceRegistry(csls_knn=7).encoder_csls_knn == 7
