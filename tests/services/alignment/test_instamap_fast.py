@@ -48,6 +48,17 @@ def test_anchor_shift_is_the_k_nearest_entries_shift(shift_case, K, clip_negativ
                                _brute_shift(V, dup, D, K, clip_negative), atol=2e-6)
 
 
+def test_anchor_shift_prefix_sums_span_several_column_chunks():
+    # 70 dimensions: the translation vectors' prefix sums are built in chunks of columns (32, 32, 6); every
+    # chunk must hold the same sums as the whole-matrix definition.
+    rng = np.random.default_rng(9)
+    A = unit(rng.standard_normal((120, 70)))
+    dup = np.vstack([A, A[:30], A[:5]])
+    D = rng.standard_normal((155, 70)).astype(np.float32)
+    V = unit(rng.standard_normal((1100, 70)))  # 1,100 rows: several score blocks, computed ahead in two buffers
+    np.testing.assert_allclose(anchor_shift(V, dup, D, 20), _brute_shift(V, dup, D, 20), atol=2e-6)
+
+
 def test_anchor_shift_falls_back_to_the_plain_mean_when_weights_cancel():
     anchors = np.array([[1.0, 0.0], [-1.0, 0.0]], np.float32)
     deltas = np.array([[2.0, 0.0], [0.0, 4.0]], np.float32)
