@@ -346,7 +346,7 @@ def cold_start(args) -> dict:
         env = {**os.environ, "VISLEX_DATA_DIR": data, "VISLEX_PORT": str(port),
                "VISLEX_LOG_LEVEL": "info" if args.server_log else "warning"}
         env.pop("VISLEX_REDIS_URL", None)
-        env.pop("VISLEX_CLIP_BOOTSTRAP", None)  # the default (auto): a first `make run` trains its CLIP meanwhile
+        env["VISLEX_CLIP_BOOTSTRAP"] = args.clip_bootstrap  # auto (the default): a first `make run` trains its CLIP
         log = open(args.server_log, "w") if args.server_log else subprocess.DEVNULL
         t0 = time.perf_counter()
         proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "vislex"), "serve"], env=env, cwd=ROOT,
@@ -393,6 +393,8 @@ def main() -> None:
                     help="the dev splits (train dictionaries) and the rows the dev rules choose from; no test split")
     ap.add_argument("--server-log", help="with --cold-start: write the server's log (level info) here")
     ap.add_argument("--no-quality", action="store_true", help="only the server measurements")
+    ap.add_argument("--clip-bootstrap", choices=("auto", "off"), default="auto",
+                    help="with --cold-start: the server's VISLEX_CLIP_BOOTSTRAP (auto, the default, as `make run`)")
     args = ap.parse_args()
     if not DICTS.is_dir():
         print(f"{DICTS} is not present: this benchmark reads ../shared/data/dictionaries; nothing measured.")

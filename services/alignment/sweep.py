@@ -206,27 +206,35 @@ def _column_topk(S, col, k: int) -> None:
 
 
 def _column_topk_np(S: np.ndarray, col: np.ndarray) -> None:
-    """_column_topk on CPU: the merge of the few entries that enter runs in numpy (no thread-pool wake-ups)."""
+    """_column_topk on CPU: the merge of the few entries that enter runs in numpy (no thread-pool wake-ups).
+
+    After the first blocks only a few hundred columns change per block: their columns are found from the
+    block's column maxima (one values-only pass) and only they are compared and merged."""
     import torch
 
     k, m = col.shape
-    above = S > col[-1]
-    count = int(np.count_nonzero(above))
-    if count == 0:
+    entering = np.flatnonzero(S.max(axis=0) > col[-1])  # columns where some entry of this block enters
+    if len(entering) == 0:
         return
-    if count > 2 * m:
-        top = torch.topk(torch.from_numpy(S), min(k, S.shape[0]), dim=0).values.numpy()
-        col[:] = torch.topk(torch.from_numpy(np.vstack([col, top])), k, dim=0).values.numpy()
-        return
-    flat = np.flatnonzero(above)  # faster than np.nonzero on 2-d masks
-    rows, cols = np.divmod(flat, m)
-    values = S.ravel()[flat]
+    if len(entering) > m // 4:  # the first blocks: most columns change
+        count = int(np.count_nonzero(S > col[-1]))
+        if count > 2 * m:
+            top = torch.topk(torch.from_numpy(S), min(k, S.shape[0]), dim=0).values.numpy()
+            col[:] = torch.topk(torch.from_numpy(np.vstack([col, top])), k, dim=0).values.numpy()
+            return
+        entering = np.arange(m)
+    sub = S if len(entering) == m else S[:, entering]
+    c = sub.shape[1]
+    flat = np.flatnonzero(sub > col[-1, entering])  # faster than np.nonzero on 2-d masks
+    rows, cols = np.divmod(flat, c)
+    values = sub.ravel()[flat]
     touched, inverse, counts = np.unique(cols, return_inverse=True, return_counts=True)
     order = np.argsort(inverse, kind="stable")
     starts = np.cumsum(counts) - counts
     rank = np.arange(len(order)) - starts[inverse[order]]
     pad = np.full((int(counts.max()), len(touched)), -np.inf, dtype=np.float32)
     pad[rank, inverse[order]] = values[order]
+    touched = entering[touched]
     merged = np.vstack([col[:, touched], pad])
     col[:, touched] = -np.partition(-merged, k - 1, axis=0)[:k] if len(merged) > k else merged
     col[:, touched] = -np.sort(-col[:, touched], axis=0)

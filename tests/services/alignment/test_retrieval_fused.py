@@ -69,3 +69,14 @@ def test_the_cuda_code_path_gives_the_same_dictionaries(noisy_spaces, monkeypatc
     monkeypatch.setattr(sweep, "FUSED_BLOCK_ELEMENTS", 64 * 1100)
     for kind in ("nn", "csls"):
         assert _as_set(mutual_nn(X, Y, retrieval=kind)[0]) == expected[kind]
+
+
+def test_running_column_top_k_over_blocks_is_the_exact_top_k():
+    # Blocks of 64 rows over 500 columns: the first blocks change most columns (full merge), later ones a few
+    # (only the columns whose block maximum enters are compared and merged).
+    rng = np.random.default_rng(5)
+    S = rng.standard_normal((2000, 500)).astype(np.float32)
+    col = np.full((10, 500), -np.inf, np.float32)
+    for start in range(0, len(S), 64):
+        sweep._column_topk_np(np.ascontiguousarray(S[start : start + 64]), col)
+    np.testing.assert_array_equal(col, -np.sort(-S, axis=0)[:10])
