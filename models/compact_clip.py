@@ -24,7 +24,9 @@ Checkpoint: a ``torch.save`` dict (loaded with ``weights_only=True``: tensors an
 only) with ``format = "vislex-compact-clip"``, the tower names, the heads' state and config,
 the static text tower's IDF table when it has one, the per-language text centres when the model
 was trained with them (``text_centres``: language -> mean row; version 2 -- a version-1
-checkpoint has none and loads as before), and provenance (data, metrics, time).
+checkpoint has none and loads as before), optionally a per-language linear map applied after the
+centring (``text_maps``: language -> d x d matrix; version 3; services/clip/languages.py fits them),
+and provenance (data, metrics, time).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from torch import nn
 from services.errors import InvalidInput, Unavailable
 
 FORMAT = "vislex-compact-clip"
-VERSION = 2  # 2: optional per-language text centres; a checkpoint without them is still written as version 1
+VERSION = 3  # 2: optional per-language text centres; 3: and per-language maps (a checkpoint without either: version 1)
 HEAD_KINDS = ("linear", "mlp")
 
 
@@ -149,12 +151,17 @@ class TextCentres:
     largest ``x . m - |m|^2 / 2``): nearest-centroid language identification.
     """
 
-    def __init__(self, means: dict[str, np.ndarray]):
+    def __init__(self, means: dict[str, np.ndarray], maps: dict[str, np.ndarray] | None = None):
         if not means:
             raise InvalidInput("text centres need at least one language", detail={"field": "text_centres"})
         self.languages = tuple(sorted(means))
         self.means = np.stack([np.asarray(means[l], dtype=np.float32).reshape(-1) for l in self.languages])
         self._index = {l: i for i, l in enumerate(self.languages)}
+        d = self.means.shape[1]
+        self.maps = {str(l): np.asarray(a, dtype=np.float32) for l, a in (maps or {}).items()}
+        if any(l not in self._index or a.shape != (d, d) for l, a in self.maps.items()):
+            raise InvalidInput(f"text maps must be {d}x{d} and belong to a centred language",
+                               detail={"field": "text_maps"})
 
     @property
     def dim(self) -> int:
@@ -200,16 +207,29 @@ class TextCentres:
         if feats.shape[1] != self.dim:
             raise CheckpointError(f"text centres are {self.dim}-d; the text rows {feats.shape[1]}-d",
                                   detail={"reason": "mismatched_towers"})
-        return feats - self.means[self.rows_for(feats, lang)]
+        idx = self.rows_for(feats, lang)
+        out = feats - self.means[idx]
+        for lang_code, matrix in self.maps.items():  # a language's own linear map after its centring
+            rows = np.flatnonzero(idx == self._index[lang_code])
+            if len(rows):
+                out[rows] = out[rows] @ matrix
+        return out
 
     def state(self) -> dict[str, torch.Tensor]:
         return {lang: torch.as_tensor(self.means[i].copy()) for i, lang in enumerate(self.languages)}
 
+    def maps_state(self) -> dict[str, torch.Tensor]:
+        return {lang: torch.as_tensor(a.copy()) for lang, a in sorted(self.maps.items())}
+
     @classmethod
-    def from_state(cls, state: dict[str, Any] | None) -> "TextCentres | None":
+    def from_state(cls, state: dict[str, Any] | None, maps: dict[str, Any] | None = None) -> "TextCentres | None":
         if not state:
             return None
-        return cls({str(k): (v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)) for k, v in state.items()})
+
+        def arr(v):
+            return v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+
+        return cls({str(k): arr(v) for k, v in state.items()}, {str(k): arr(v) for k, v in (maps or {}).items()})
 
 
 # ---------------------------------------------------------------- checkpoint
@@ -223,7 +243,8 @@ def save_checkpoint(path: str | os.PathLike, heads: ClipHeads, *, image_tower: s
                     text_state: dict[str, Any] | None = None, languages: Sequence[str] = ("*",),
                     meta: dict[str, Any] | None = None, text_centres: TextCentres | None = None) -> Path:
     """Write atomically (temp file + rename): a reader never sees half a checkpoint. Version 1 unless the
-    checkpoint carries text centres (which an older vislex would silently ignore: it refuses version 2)."""
+    checkpoint carries text centres (version 2; 3 with per-language maps): an older vislex would silently
+    ignore them, so it refuses the higher version."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     if text_centres is not None and text_centres.dim != heads.config.text_dim:
@@ -238,6 +259,9 @@ def save_checkpoint(path: str | os.PathLike, heads: ClipHeads, *, image_tower: s
     }
     if text_centres is not None:
         blob["text_centres"] = text_centres.state()
+        if text_centres.maps:  # version 3: per-language maps, which a version-2 reader would silently drop
+            blob["version"] = 3
+            blob["text_maps"] = text_centres.maps_state()
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
     torch.save(blob, tmp)
     os.replace(tmp, p)
@@ -322,7 +346,8 @@ class CompactClip:
         return {"kind": "compact", "image_tower": getattr(self.image_tower, "name", None),
                 "text_tower": getattr(self.text_tower, "name", None), "embed_dim": self.embed_dim,
                 "head": self.heads.config.kind, "languages": list(self.languages), "identity": self.identity,
-                "text_centring": {"kind": "language", "languages": list(self.centres.languages)}
+                "text_centring": {"kind": "language", "languages": list(self.centres.languages),
+                                  **({"maps": sorted(self.centres.maps)} if self.centres.maps else {})}
                 if self.centres is not None else {"kind": "none"},
                 "trained": {k: self.meta.get(k) for k in ("trained_at", "data", "val") if k in self.meta}}
 
@@ -386,7 +411,7 @@ def load_compact_clip(path: str | os.PathLike, *, mobilenet_dir: str | os.PathLi
 
     identity = f"compact:{file_identity(p)}"
     try:
-        centres = TextCentres.from_state(blob.get("text_centres"))
+        centres = TextCentres.from_state(blob.get("text_centres"), blob.get("text_maps"))
     except (InvalidInput, ValueError) as e:
         raise CheckpointError(f"{p.name}: unreadable text centres: {e}", detail={"path": p.name}) from e
     return CompactClip(heads, image_tower, text_tower, label=label or f"compact:{p.name}", identity=identity,

@@ -36,9 +36,11 @@ class ClipTrainingRequest(BaseModel):
     extra_captions: dict[str, str] | None = Field(
         None, max_length=32, description="more captions of the same photos: language code -> TSV path (absolute, "
         "under the allowed directories like `captions`), e.g. `{\"de\": \"/data/captions.de.tsv\"}`")
-    centring: Literal["language", "none"] | None = Field(
-        None, description="`language` (default): each caption language's mean tower output is subtracted before the "
-        "text head (acts when the languages are known); `none`: no centring")
+    centring: Literal["language-map", "language", "language-coral", "none"] | None = Field(
+        None, description="`language-map` (default): each caption language's mean tower output is subtracted before "
+        "the text head, and every language but the one with most captions is then mapped by a ridge map onto it "
+        "(both act when the languages are known); `language`: the means only; `language-coral`: covariance "
+        "matching instead of the map; `none`: no centring")
     caption_weights: Literal["uniform", "language", "language-sqrt"] | None = Field(
         None, description="`uniform` (default): every caption weighs the same; `language`: every language of a photo "
         "weighs the same; `language-sqrt`: halfway")

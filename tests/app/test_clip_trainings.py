@@ -169,7 +169,8 @@ def test_a_crashed_worker_is_reaped_and_its_job_runs_again(client, data, runner)
 
 def test_caption_languages_reach_the_checkpoint_as_text_centres(client, data):
     """captions_language + extra_captions (HTTP): the captions' languages are known, so the default language
-    centring acts and the checkpoint carries one mean per language; without them it carries none."""
+    centring acts and the checkpoint carries one mean per language, and a map for every language but the pivot
+    (the one with most captions; a tie goes to the first code); without them it carries none."""
     import torch
 
     de = data["root"] / "captions.de.tsv"
@@ -180,7 +181,13 @@ def test_caption_languages_reach_the_checkpoint_as_text_centres(client, data):
     done = _until(client, r.json()["id"], _final)
     assert done["state"] == "succeeded", done
     blob = torch.load(done["result"]["checkpoint"], map_location="cpu", weights_only=False)
-    assert blob["version"] == 2 and sorted(blob["text_centres"]) == ["de", "en"]
+    assert blob["version"] == 3 and sorted(blob["text_centres"]) == ["de", "en"] and sorted(blob["text_maps"]) == ["en"]
+    means_only = client.post("/v1/clip/trainings", json=_body(data, captions_language="en", centring="language",
+                                                              extra_captions={"de": str(de)}))
+    done = _until(client, means_only.json()["id"], _final)
+    assert done["state"] == "succeeded", done
+    blob = torch.load(done["result"]["checkpoint"], map_location="cpu", weights_only=False)
+    assert blob["version"] == 2 and sorted(blob["text_centres"]) == ["de", "en"] and "text_maps" not in blob
     plain = client.post("/v1/clip/trainings", json=_body(data, epochs=2))
     done = _until(client, plain.json()["id"], _final)
     assert done["state"] == "succeeded", done

@@ -176,3 +176,24 @@ def test_weighted_multi_positive_loss_with_equal_weights_is_the_plain_one():
     plain = multi_positive_loss(img, txt, owner, scale)
     assert torch.isclose(plain, multi_positive_loss(img, txt, owner, scale, torch.full((7,), 3.0)))
     assert not torch.isclose(plain, multi_positive_loss(img, txt, owner, scale, torch.tensor([1., 5, 1, 1, 1, 5, 1])))
+
+
+def test_checkpoint_round_trip_keeps_per_language_maps_as_version_3(tmp_path):
+    from models.compact_clip import TextCentres
+
+    path, centred, heads, text, centres = _centred_clip_files(tmp_path)
+    swap = np.array([[0.0, 1.0], [1.0, 0.0]], np.float32)
+    mapped = TextCentres({l: centres.means[i] for i, l in enumerate(centres.languages)}, {"fr": swap})
+    ck = save_checkpoint(tmp_path / "mapped.pt", heads, image_tower="pixels-2", text_tower=f"static:{tmp_path / 'v.npy'}",
+                         text_state=text.state(), text_centres=mapped)
+    assert read_checkpoint(ck)["version"] == 3 and read_checkpoint(centred)["version"] == 2
+    clip, plain = load_compact_clip(ck), load_compact_clip(centred)
+    assert np.allclose(clip.centres.maps["fr"], swap)
+    assert clip.describe()["text_centring"] == {"kind": "language", "languages": ["en", "fr"], "maps": ["fr"]}
+    words = ["red", "blue red"]
+    # English rows have no map: identical to the centred-only model; French rows go through the swap
+    assert np.allclose(clip.encode_text(words, lang="en"), plain.encode_text(words, lang="en"), atol=1e-6)
+    feats = text.encode_text(words)
+    want = plain.text_features_to_clip((feats - centres.means[1]) @ swap + centres.means[1], "fr")
+    assert np.allclose(clip.encode_text(words, lang="fr"), want, atol=1e-5)
+    assert not np.allclose(clip.encode_text(words, lang="fr"), plain.encode_text(words, lang="fr"), atol=1e-3)

