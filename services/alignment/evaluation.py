@@ -20,8 +20,10 @@ _MAX_CHUNK_ELEMENTS = 1 << 24
 
 
 def _unit_rows(a: np.ndarray) -> np.ndarray:
+    from services.alignment.vectors import row_norms
+
     a = np.asarray(a, dtype=np.float32)
-    norms = np.linalg.norm(a, axis=1, keepdims=True)
+    norms = row_norms(a)
     norms[norms == 0] = 1
     return a / norms
 
@@ -85,10 +87,11 @@ def bli_evaluate(
         raise InvalidInput(f"dimension mismatch: mapped source is {mapped_src.shape[1]}-d, target {tgt.shape[1]}-d")
     if test_pairs[:, 0].max() >= len(mapped_src) or test_pairs[:, 1].max() >= len(tgt) or test_pairs.min() < 0:
         raise InvalidInput("test pairs index rows outside the vocabularies")
-    X = _unit_rows(mapped_src)
     Y = _unit_rows(tgt)
     sources, gold = gold_matrix(test_pairs)
-    queries = X[sources]
+    # Rows are normalised one by one: NN needs only the query rows; CSLS's r_S reads every mapped source.
+    X = _unit_rows(mapped_src) if retrieval == "csls" else None
+    queries = X[sources] if X is not None else _unit_rows(np.asarray(mapped_src)[sources])
     if retrieval == "csls":
         r_src = knn_mean_similarity(Y, X, knn)
         # 2 cos − r_S ranks like cos − r_S / 2.

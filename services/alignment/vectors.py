@@ -507,6 +507,20 @@ def parse_pipeline(pipeline: str | None) -> list[str]:
     return steps
 
 
+ROW_NORM_CHUNK = 8192
+
+
+def row_norms(a: np.ndarray) -> np.ndarray:
+    """``np.linalg.norm(a, axis=1, keepdims=True)``, the same numbers (each row's sum is computed alike), in row
+    chunks: no temporary the size of ``a`` (a 200k x 300 float32 space: 240 MB of fresh pages per call, which a
+    new process pays for in page faults; issue 18's load and retrieval stages grew 10x for 4x the rows)."""
+    a = np.asarray(a)
+    if len(a) <= ROW_NORM_CHUNK:
+        return np.linalg.norm(a, axis=1, keepdims=True)
+    return np.concatenate([np.linalg.norm(a[s : s + ROW_NORM_CHUNK], axis=1, keepdims=True)
+                           for s in range(0, len(a), ROW_NORM_CHUNK)])
+
+
 def normalize(X: np.ndarray, pipeline: str = "unit,center,unit") -> np.ndarray:
     """Apply comma-separated steps: ``unit`` (rows to unit length), ``center`` (subtract column mean).
 
@@ -517,7 +531,7 @@ def normalize(X: np.ndarray, pipeline: str = "unit,center,unit") -> np.ndarray:
     Y = np.array(X, dtype=out_dtype, copy=True)
     for step in steps:
         if step == "unit":
-            norms = np.linalg.norm(Y, axis=1, keepdims=True)
+            norms = row_norms(Y)
             norms[norms == 0] = 1
             Y /= norms
         else:

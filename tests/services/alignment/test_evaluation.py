@@ -113,3 +113,16 @@ def test_paired_comparison_counts_won_and_lost_queries():
     assert out["ci_low"] < 0 < out["ci_high"]
     with pytest.raises(InvalidInput):
         paired_comparison(before, after[:10])
+
+
+def test_nn_evaluation_reads_only_the_query_rows_of_the_source():
+    """NN ranks need the test queries alone: rows outside them (here NaN) change nothing; CSLS reads them all."""
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((300, 16)).astype(np.float32)
+    Y = (X + 0.1 * rng.standard_normal((300, 16))).astype(np.float32)
+    pairs = np.stack([np.arange(50), np.arange(50)], axis=1)
+    clean = bli_evaluate(X, Y, pairs, retrieval="nn")
+    poisoned = X.copy()
+    poisoned[50:] = np.nan
+    assert bli_evaluate(poisoned, Y, pairs, retrieval="nn") == clean
+    assert clean["p@1"] > 0.9

@@ -278,3 +278,23 @@ def test_overlong_line_is_refused_without_reading_it_whole(tmp_path, monkeypatch
     path = write_bytes(tmp_path / "long.vec", b"chat " + b"0.1 " * 2000 + b"\n")
     with pytest.raises(VectorFileError, match="longer than 1000 bytes"):
         load_vectors(path)
+
+
+def test_row_norms_in_chunks_are_numpys_norms_bit_for_bit():
+    from services.alignment.vectors import ROW_NORM_CHUNK, row_norms
+
+    rng = np.random.default_rng(5)
+    a = (rng.standard_normal((2 * ROW_NORM_CHUNK + 17, 300)) * rng.uniform(0.1, 9, (1, 300))).astype(np.float32)
+    a[3] = 0
+    assert np.array_equal(row_norms(a), np.linalg.norm(a, axis=1, keepdims=True))
+    assert row_norms(a[:0]).shape == (0, 1)
+    # normalize: the numbers of the unchunked pipeline
+    ref = a.copy()
+    for step in ("unit", "center", "unit"):
+        if step == "unit":
+            n = np.linalg.norm(ref, axis=1, keepdims=True)
+            n[n == 0] = 1
+            ref /= n
+        else:
+            ref -= ref.mean(axis=0, dtype=np.float64).astype(np.float32)
+    assert np.array_equal(normalize(a, "unit,center,unit"), ref)
