@@ -27,7 +27,9 @@ translations are pulled together in the CLIP space, the other pairs of the batch
 Pairs of validation photos are never used.
 
 :func:`run_clip_training` is the whole run from files (the CLI and the HTTP job share it);
-:func:`train_heads` is the pure part (arrays in, heads out).
+:func:`train_heads` is the pure part (arrays in, heads out). The options and their validation
+(:class:`ClipTrainConfig`, :func:`validate_train_params`) live in services/clip/training_options.py and are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -35,86 +37,24 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from models.compact_clip import (ClipHeads, HeadConfig, TextCentres, clip_loss, multi_positive_loss, project,
-                                 save_checkpoint)
+from models.clip_heads import ClipHeads, HeadConfig, clip_loss, multi_positive_loss, project
+from models.compact_clip import TextCentres, save_checkpoint
 from services.clip.data import load_captioned_set, split_images
 from services.clip.evaluation import mean_recall, retrieval_recall
 from services.clip.languages import fit_language_maps, one_caption_per_language
 from services.clip.features import image_features, text_features
+from services.clip.training_options import (CAPTION_WEIGHTS, CAPTIONS, CENTRING,  # noqa: F401 -- re-exported
+                                            ClipTrainConfig, validate_train_params)
 from services.errors import InvalidInput
 
 Progress = Callable[[str, int, int, dict | None], None]
-CENTRING = ("none", "language", "language-coral", "language-map")
-CAPTIONS = ("one", "all", "per-language")
-CAPTION_WEIGHTS = ("uniform", "language", "language-sqrt")
-
-
-@dataclass(frozen=True)
-class ClipTrainConfig:
-    """Hyper-parameters; the defaults are the shipped default model's, chosen on a 1,000-photo validation
-    split carved from the benchmark's *training* photos (never on its dev photos): linear heads and every
-    caption of a photo in its batch (text->image R@1 18.4 vs 17.3 one caption per photo, USE+e5 tower;
-    MLP heads 18.7 within noise at 5x the training time). Language centring is on (it acts only when the
-    captions' languages are known): chosen by benchmarks/clip_train.py --select's fixed rule on that
-    validation split (German/French validation R@10 65.2/64.1 vs 64.5/62.1 without; English R@1 24.6 vs
-    23.9); language-balanced caption weights and the translation-pair loss lost English recall there. The
-    per-language ridge map after the centring (``language-map``) by round 3's rule (averaged over three
-    validation folds: German/French/Czech mirror R@10 65.0/66.0/55.8 vs 63.7/64.5/48.3 centring only, English
-    71.7 vs 70.9, English Flickr R@1 24.1 vs 23.6); covariance matching, one caption per language per step
-    and MLP heads were not chosen."""
-
-    head: str = "linear"
-    embed_dim: int = 256
-    hidden_dim: int = 1024
-    dropout: float = 0.1
-    epochs: int = 40
-    batch_size: int = 512
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    patience: int = 6
-    captions: str = "all"  # per photo per batch: "one" drawn at random (CLIP), "all" (multi-positive InfoNCE), or
-    # "per-language" (one drawn at random in each of its languages; services/clip/languages.py)
-    centring: str = "language-map"  # subtract each caption language's mean tower row, then map each non-pivot
-    # language by its ridge map (services/clip/languages.py); "language": the mean only (the previous default);
-    # "language-coral": covariance matching instead; "none". All need caption languages (else: none).
-    map_ridge: float = 1.0  # "language-map": ridge shrinkage towards the identity, x the mean eigenvalue
-    caption_weights: str = "uniform"  # "language": each language of a photo weighs the same in the loss
-    parallel_weight: float = 0.0  # weight of the translation-pair loss (needs ``parallel`` pairs)
-    val_fraction: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "ClipTrainConfig":
-        data = dict(data or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InvalidInput(f"unknown training options: {unknown}", detail={"known": sorted(known)})
-        cfg = cls(**data)
-        if cfg.captions not in CAPTIONS:
-            raise InvalidInput(f"captions must be one of {list(CAPTIONS)}", detail={"field": "captions"})
-        if cfg.centring not in CENTRING:
-            raise InvalidInput(f"centring must be one of {list(CENTRING)}", detail={"field": "centring"})
-        if cfg.caption_weights not in CAPTION_WEIGHTS:
-            raise InvalidInput(f"caption_weights must be one of {list(CAPTION_WEIGHTS)}",
-                               detail={"field": "caption_weights"})
-        if not cfg.map_ridge > 0:
-            raise InvalidInput("map_ridge must be > 0", detail={"field": "map_ridge"})
-        if not cfg.parallel_weight >= 0:
-            raise InvalidInput("parallel_weight must be >= 0", detail={"field": "parallel_weight"})
-        if cfg.epochs < 1 or cfg.batch_size < 2 or cfg.lr <= 0 or cfg.patience < 1 or cfg.embed_dim < 1:
-            raise InvalidInput("epochs, patience and embed_dim must be >= 1, batch_size >= 2, lr > 0",
-                               detail={"field": "config"})
-        HeadConfig(kind=cfg.head, embed_dim=cfg.embed_dim, hidden_dim=cfg.hidden_dim, dropout=cfg.dropout)
-        return cfg
 
 
 def _device(name: str) -> torch.device:
@@ -343,44 +283,6 @@ def evaluate_heads(heads: ClipHeads, image_feats: np.ndarray, text_feats: np.nda
 
 
 # ---------------------------------------------------------------- a whole run from files
-
-
-def validate_train_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Normalised parameters of a training run; InvalidInput naming the field otherwise."""
-    from models.image_towers import image_tower_names
-    from models.text_towers import ENCODER_NAMES
-
-    p = dict(params)
-    for key in ("images_dir", "captions", "image_tower", "text_tower"):
-        if not isinstance(p.get(key), str) or not p[key].strip():
-            raise InvalidInput(f"{key} is required", detail={"field": key})
-    image_tower = p["image_tower"].strip()
-    if image_tower not in image_tower_names() and not image_tower.endswith(".tflite"):
-        raise InvalidInput(f"unknown image tower {image_tower!r}", detail={"field": "image_tower",
-                                                                          "known": image_tower_names()})
-    text_tower = p["text_tower"].strip()
-    if any(part.lower() not in ENCODER_NAMES for part in text_tower.split("+")) and not text_tower.startswith("static:"):
-        raise InvalidInput(f"unknown text tower {text_tower!r}", detail={"field": "text_tower",
-                                                                         "known": [*ENCODER_NAMES, "static:<path>"]})
-    for key in ("captions_language",):
-        if p.get(key) is not None and not _is_lang_code(p[key]):
-            raise InvalidInput(f"{key} must be a language code such as 'en'", detail={"field": key})
-    extra = p.get("extra_captions")
-    if extra is not None:
-        if not isinstance(extra, dict) or not all(_is_lang_code(k) and isinstance(v, str) and v.strip()
-                                                  for k, v in extra.items()):
-            raise InvalidInput("extra_captions maps language codes to caption TSV paths",
-                               detail={"field": "extra_captions"})
-    config = {k: p[k] for k in ("head", "epochs", "val_fraction", "seed", "batch_size", "lr", "embed_dim", "patience",
-                                "centring", "caption_weights")
-              if p.get(k) is not None}
-    config = {**(p.get("config") or {}), **config}
-    p["config"] = asdict(ClipTrainConfig.from_dict(config))
-    return p
-
-
-def _is_lang_code(value: Any) -> bool:
-    return isinstance(value, str) and 1 < len(value) <= 16 and value.replace("-", "").replace("_", "").isalnum()
 
 
 def _load_captions(p: dict[str, Any]):

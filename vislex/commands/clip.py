@@ -54,15 +54,17 @@ def train(
                                                     help="language of --captions (e.g. en): enables language centring"),
     extra_captions: list[str] = typer.Option([], "--extra-captions", metavar="LANG=TSV",
                                              help="more captions of the same photos in LANG (repeatable)"),
-    centring: Optional[str] = typer.Option(None, "--centring", help="language (default) or none"),
+    centring: Optional[str] = typer.Option(None, "--centring", help="language-map (default), language, language-coral "
+                                           "or none (acts when caption languages are known)"),
     caption_weights: Optional[str] = typer.Option(None, "--caption-weights",
                                                   help="uniform (default), language or language-sqrt"),
 ) -> None:
     """Train a compact CLIP (locked towers, trained heads) and write its checkpoint.
 
     With the captions' languages known (--captions-language, --extra-captions de=captions.de.tsv ...), each
-    language's mean tower output is subtracted before the text head (--centring language, the default), as
-    the shipped default model is trained."""
+    language's mean tower output is subtracted before the text head and each non-pivot language's rows then
+    go through its own ridge map (--centring language-map, the default), as the shipped default model is
+    trained; --centring language subtracts the means only."""
     from services.clip.training import run_clip_training
     from services.errors import InvalidInput
 
