@@ -149,7 +149,9 @@ class GlobetrotterTrainingRequest(BaseModel):
                                         '"static:<vectors file>" (a word-vector tower per language)')
     dev: dict[str, str] | None = Field(None, max_length=50, description="language -> parallel dev file for model "
                                        "selection (carved from training data)")
-    config: dict[str, Any] = Field(default_factory=dict, description="training options (epochs, tau, transitive, ...)")
+    config: dict[str, Any] = Field(default_factory=dict, description="training options (epochs, tau, transitive, ...); "
+                                   "unset ones take the defaults the benchmark measured for the tower setting (one "
+                                   "multilingual tower or one per language); the job's inputs.config shows them all")
     activate: bool = Field(False, description="make the trained model the served sentence model when it succeeds")
     time_limit_s: float | None = Field(None, gt=0, description="at most VISLEX_JOB_TIME_LIMIT_S")
     queue: Literal["light", "heavy"] | None = None

@@ -41,7 +41,7 @@ def _lang_map(value: Any, field: str, allow_any: bool = False) -> dict[str, str]
 
 def validate_params(params: dict[str, Any]) -> dict[str, Any]:
     """Normalised params (the content address of a job); InvalidInput naming the field otherwise."""
-    from services.sentences.training import GlobetrotterTrainConfig
+    from services.sentences.training import GlobetrotterTrainConfig, tower_setting
 
     p = dict(params)
     for key in ("images_dir", "image_tower"):
@@ -68,7 +68,10 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
             raise InvalidInput(f"dev languages without a text tower: {missing}", detail={"field": "dev"})
     else:
         p["dev"] = None
-    p["config"] = asdict(GlobetrotterTrainConfig.from_dict(p.get("config")))
+    # defaults by the tower setting (one multilingual tower or one per language: training.TOWER_DEFAULTS), filled in
+    # here so the content address holds the whole config: a default given explicitly is the same job
+    towers = tower_setting(p["text_towers"], p["captions"])
+    p["config"] = asdict(GlobetrotterTrainConfig.from_dict(p.get("config"), towers=towers))
     p["activate"] = bool(p.get("activate", False))
     return p
 

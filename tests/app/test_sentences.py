@@ -181,3 +181,37 @@ def test_training_job_over_http_swaps_the_served_model(make_client, wired, tmp_p
                 break
             time.sleep(0.1)
         assert info["active"]["version"] == version and info["supported_languages"] == ["de", "en"]
+
+
+def test_training_job_defaults_are_the_measured_ones_and_explicit_defaults_are_cached(make_client, wired, tmp_path,
+                                                                                      redis_url, monkeypatch):
+    """Unset options resolve to the benchmark's measured config for the tower setting (the job shows them); the
+    same options given explicitly are the same job (200, cached); another value is a new job."""
+    import app.wiring.sentences as wiring
+    from services.sentences.training import GlobetrotterTrainConfig
+
+    monkeypatch.setattr(wiring, "_globetrotter_sender", lambda runtime: (lambda job_id, attempt, spec: None))
+    root = tmp_path / "inputs"
+    (root / "photos").mkdir(parents=True)
+    for lang in ("en", "de"):
+        (root / f"{lang}.tsv").write_text("img0.png\tx\n")
+        (root / f"{lang}.npy").write_bytes(b"")
+    req = {"images_dir": str(root / "photos"), "captions": {"en": str(root / "en.tsv"), "de": str(root / "de.tsv")},
+           "image_tower": "pixels-8"}
+    static = {"en": f"static:{root / 'en.npy'}", "de": f"static:{root / 'de.npy'}"}
+    with make_client(space_path_roots=[str(root)]) as client:
+        first = client.post("/v1/sentences/trainings", json=req)
+        assert first.status_code == 202, first.text
+        config = first.json()["inputs"]["config"]
+        assert config == {**config, "lr": 1e-4, "epochs": 40, "patience": 8, "preserve": 0.0, "residual_scale": 1.0}
+        assert GlobetrotterTrainConfig(**config) == GlobetrotterTrainConfig()
+        again = client.post("/v1/sentences/trainings", json={**req, "text_towers": {"*": "use-multilingual"},
+                                                              "config": {"lr": 0.0001, "epochs": 40, "preserve": 0}})
+        assert again.status_code == 200 and again.json()["cached"] and again.json()["id"] == first.json()["id"]
+        other = client.post("/v1/sentences/trainings", json={**req, "config": {"lr": 0.001}})
+        assert other.status_code == 202 and other.json()["inputs"]["config"]["lr"] == 1e-3
+        per_language = client.post("/v1/sentences/trainings", json={**req, "text_towers": static})
+        assert per_language.status_code == 202 and per_language.json()["id"] != other.json()["id"]
+        assert per_language.json()["inputs"]["config"]["lr"] == 1e-3
+        same = client.post("/v1/sentences/trainings", json={**req, "text_towers": static, "config": {"lr": 1e-3}})
+        assert same.status_code == 200 and same.json()["id"] == per_language.json()["id"]

@@ -136,7 +136,9 @@ def register(app: typer.Typer) -> None:
         dev: list[str] = typer.Option([], "--dev", help="LANG=FILE parallel dev sentences for model selection "
                                       "(carved from training data, never test files); repeatable"),
         config: Optional[str] = typer.Option(None, "--config", help="JSON of training options (epochs, tau, "
-                                             "transitive, embed_dim, ...)"),
+                                             "transitive, embed_dim, ...); unset ones take the defaults the "
+                                             "benchmark measured for the tower setting (one multilingual tower or "
+                                             "one per language: TOWER_DEFAULTS in services/sentences/training.py)"),
         out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="default: <data dir>/sentences/models"),
         cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="default: <data dir>/cache/towers"),
         mobilenet_dir: Optional[Path] = typer.Option(None, "--mobilenet-dir"),
