@@ -115,8 +115,11 @@ def test_paired_comparison_counts_won_and_lost_queries():
         paired_comparison(before, after[:10])
 
 
-def test_nn_evaluation_reads_only_the_query_rows_of_the_source():
-    """NN ranks need the test queries alone: rows outside them (here NaN) change nothing; CSLS reads them all."""
+def test_nn_evaluation_reads_only_the_query_rows_of_the_source(monkeypatch):
+    """NN ranks need the test queries alone: only they are normalised (a 200k-word source is not copied for 1,500
+    queries), and rows outside them (here NaN) change nothing; CSLS normalises every source row (r_S reads them)."""
+    import services.alignment.evaluation as evaluation
+
     rng = np.random.default_rng(2)
     X = rng.standard_normal((300, 16)).astype(np.float32)
     Y = (X + 0.1 * rng.standard_normal((300, 16))).astype(np.float32)
@@ -126,3 +129,11 @@ def test_nn_evaluation_reads_only_the_query_rows_of_the_source():
     poisoned[50:] = np.nan
     assert bli_evaluate(poisoned, Y, pairs, retrieval="nn") == clean
     assert clean["p@1"] > 0.9
+    normalised: list[int] = []
+    unit_rows = evaluation._unit_rows
+    monkeypatch.setattr(evaluation, "_unit_rows", lambda a: normalised.append(len(a)) or unit_rows(a))
+    bli_evaluate(X, Y, pairs, retrieval="nn")
+    assert sorted(normalised) == [50, 300]  # the 50 queries and the targets, never the 300 source rows
+    normalised.clear()
+    bli_evaluate(X, Y, pairs, retrieval="csls")
+    assert sorted(normalised) == [300, 300]
