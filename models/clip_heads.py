@@ -104,8 +104,9 @@ def multi_positive_loss(img: torch.Tensor, txt: torch.Tensor, owner: torch.Tenso
     return 0.5 * (t2i + i2t)
 
 
-def project(head_fn, x: np.ndarray, device: str = "cpu", batch_size: int = 8192) -> np.ndarray:
-    """Unit rows of ``head_fn`` over numpy features, in eval mode, chunked."""
+def project(head_fn, x: np.ndarray, device: torch.device | str | None = None, batch_size: int = 8192) -> np.ndarray:
+    """Unit rows of ``head_fn`` over numpy features, chunked, without gradients (inputs on ``device``, the heads';
+    None: the CPU). The compact CLIP's and Globetrotter's heads both project through it."""
     out = []
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.compact_clip import Head, clip_loss
+from models.clip_heads import Head, clip_loss, project  # noqa: F401  (project: re-exported for its callers)
 from services.errors import InvalidInput, Unavailable
 
 FORMAT = "vislex-globetrotter"
@@ -210,16 +210,6 @@ def tower_key(config: GlobetrotterConfig, lang: str) -> str | None:
     if lang in config.text_dims:
         return lang
     return ANY_LANGUAGE if ANY_LANGUAGE in config.text_dims else None
-
-
-def project(fn, x: np.ndarray, batch_size: int = 8192, device: torch.device | str | None = None) -> np.ndarray:
-    """Unit rows of ``fn`` over numpy features, chunked, without gradients (inputs on ``device``: the heads')."""
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(x), batch_size):
-            chunk = torch.as_tensor(np.asarray(x[start:start + batch_size], dtype=np.float32), device=device)
-            out.append(fn(chunk).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
 # ---------------------------------------------------------------- checkpoint
