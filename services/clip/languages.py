@@ -14,7 +14,10 @@ and at query time alike; the pivot keeps the identity):
 * ``map`` -- a ridge regression from a language's centred caption rows to the mean centred pivot row
   of the same photo (captions of one photo in several languages are the supervision; no translation
   pairs needed), shrunk towards the identity: ``A = (X'X + l I)^-1 (X'Y + l I)`` with ``l`` the mean
-  eigenvalue of ``X'X`` times ``ridge``.
+  eigenvalue of ``X'X`` times ``ridge``. With translation pairs (:func:`fit_pair_maps`, training option
+  ``map_target="translation"``): the same ridge map, but each caption regressed onto its own source
+  caption's centred row (Multi30K: each German/French/Czech caption onto the English caption it
+  translates) instead of onto the photo's mean pivot row.
 
 Per-language sampling (``captions="per-language"``): each step takes, for every photo of the batch,
 one caption drawn at random in each of its languages, so a photo's five English captions and its one
@@ -91,10 +94,31 @@ def fit_language_maps(feats: np.ndarray, owner: np.ndarray, languages: np.ndarra
             continue
         rows = rows[counts[owner[rows]] > 0]
         if len(rows) > feats.shape[1]:
-            target = sums[owner[rows]] / counts[owner[rows], None]
-            x = feats[rows].astype(np.float64)
-            lam = ridge * float(np.einsum("ij,ij->", x, x)) / x.shape[1]  # ridge x the mean eigenvalue of x'x
-            maps[lang] = ridge_map(x, target, lam).astype(np.float32)
+            maps[lang] = _shrunk_ridge_map(feats[rows], sums[owner[rows]] / counts[owner[rows], None], ridge)
+    return maps
+
+
+def _shrunk_ridge_map(x: np.ndarray, target: np.ndarray, ridge: float) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    lam = ridge * float(np.einsum("ij,ij->", x, x)) / x.shape[1]  # ridge x the mean eigenvalue of x'x
+    return ridge_map(x, target, lam).astype(np.float32)
+
+
+def fit_pair_maps(tgt: np.ndarray, src: np.ndarray, tgt_languages: np.ndarray, ridge: float = 1.0
+                  ) -> dict[str, np.ndarray]:
+    """Per language of ``tgt_languages``: the ridge map (shrunk to the identity, ``ridge`` as in
+    :func:`fit_language_maps`) from *centred* rows ``tgt`` onto the *centred* rows ``src`` they translate
+    (row i of ``tgt`` is a translation of row i of ``src``). Languages with fewer pairs than dimensions get none."""
+    tgt = np.asarray(tgt, dtype=np.float32)
+    src = np.asarray(src, dtype=np.float32)
+    if tgt.shape != src.shape:
+        raise ValueError(f"translation pairs need rows of one shape, got {tgt.shape} and {src.shape}")
+    langs = np.asarray(tgt_languages, dtype=object).astype(str)
+    maps: dict[str, np.ndarray] = {}
+    for lang in sorted(set(langs.tolist()) - {""}):
+        rows = np.flatnonzero(langs == lang)
+        if len(rows) > tgt.shape[1]:
+            maps[lang] = _shrunk_ridge_map(tgt[rows], src[rows], ridge)
     return maps
 
 

@@ -17,7 +17,9 @@ language of a photo equal weight in the loss (a photo's 5 English and 1 German c
 validation report then also has text->image recall per language (``val_by_language``).
 ``centring="language-coral"`` / ``"language-map"`` add a per-language linear map after the centring
 (fitted on the training photos' captions, stored with the centres), and ``captions="per-language"``
-takes one caption per language per photo per step (services/clip/languages.py).
+takes one caption per language per photo per step (services/clip/languages.py). With
+``map_target="translation"`` the ``language-map`` maps are fitted on the ``parallel`` pairs below (each
+target-language caption onto its source caption) instead of on the photos' pivot-language captions.
 
 ``parallel`` (optional): translation pairs of captions of the training photos (an English caption and
 its German translation, as Multi30K has them); with ``parallel_weight`` > 0 each step adds that weight
@@ -48,7 +50,7 @@ from models.clip_heads import ClipHeads, HeadConfig, clip_loss, multi_positive_l
 from models.compact_clip import TextCentres, save_checkpoint
 from services.clip.data import load_captioned_set, split_images
 from services.clip.evaluation import mean_recall, retrieval_recall
-from services.clip.languages import fit_language_maps, one_caption_per_language
+from services.clip.languages import fit_language_maps, fit_pair_maps, one_caption_per_language
 from services.clip.features import image_features, text_features
 from services.clip.training_options import (CAPTION_WEIGHTS, CAPTIONS, CENTRING,  # noqa: F401 -- re-exported
                                             ClipTrainConfig, validate_train_params)
@@ -101,8 +103,8 @@ def train_heads(image_feats: np.ndarray, text_feats: np.ndarray, owner: np.ndarr
     result has ``val_by_language``; with centring the result's ``text_centres`` is the
     :class:`TextCentres` the heads were trained behind (None otherwise) -- save it with them.
     ``parallel``: ``{"src": rows, "tgt": rows, "owner": photo of each pair, "src_lang": codes, "tgt_lang":
-    codes}`` -- tower rows of translation pairs (used with ``config.parallel_weight`` > 0; pairs whose photo
-    is not a training photo are dropped).
+    codes}`` -- tower rows of translation pairs (used with ``config.parallel_weight`` > 0 and by
+    ``config.map_target="translation"``; pairs whose photo is not a training photo are dropped).
     """
     owner = np.asarray(owner, dtype=np.int64)
     train_images = np.asarray(train_images, dtype=np.int64)
@@ -115,7 +117,10 @@ def train_heads(image_feats: np.ndarray, text_feats: np.ndarray, owner: np.ndarr
         is_train[train_images] = True
         rows = np.flatnonzero(is_train[owner] & (langs != ""))
         centres = TextCentres.fit(np.asarray(text_feats)[rows], langs[rows].tolist())
-        if centres is not None and config.centring != "language":  # per-language maps on the centred training rows
+        if centres is not None and config.centring == "language-map" and config.map_target == "translation":
+            maps = _pair_maps(centres, parallel, train_images, config.map_ridge)
+            centres = TextCentres({l: centres.means[i] for i, l in enumerate(centres.languages)}, maps)
+        elif centres is not None and config.centring != "language":  # per-language maps on the centred training rows
             maps = fit_language_maps(centres.apply(np.asarray(text_feats)[rows], langs[rows].tolist()), owner[rows],
                                      langs[rows], config.centring.split("-", 1)[1], ridge=config.map_ridge)
             centres = TextCentres({l: centres.means[i] for i, l in enumerate(centres.languages)}, maps)
@@ -213,6 +218,20 @@ def train_heads(image_feats: np.ndarray, text_feats: np.ndarray, owner: np.ndarr
     if val is not None and langs is not None:
         best["val_by_language"] = val_recall_by_language(heads, image_feats, text_feats, *val, langs)
     return heads, history, best
+
+
+def _pair_maps(centres: TextCentres, parallel: dict[str, Any] | None, train_images: np.ndarray,
+               ridge: float) -> dict[str, np.ndarray]:
+    """``map_target="translation"``: each target language's ridge map fitted on the translation pairs of the
+    training photos (both sides centred by their own language's mean)."""
+    if parallel is None:
+        raise InvalidInput('map_target="translation" needs translation pairs', detail={"field": "map_target"})
+    keep = np.isin(np.asarray(parallel["owner"], dtype=np.int64), train_images)
+    src_lang = list(np.asarray(parallel["src_lang"], dtype=object)[keep])
+    tgt_lang = np.asarray(parallel["tgt_lang"], dtype=object)[keep]
+    src = centres.apply(np.asarray(parallel["src"])[keep], src_lang)
+    tgt = centres.apply(np.asarray(parallel["tgt"])[keep], list(tgt_lang))
+    return fit_pair_maps(tgt, src, tgt_lang, ridge)
 
 
 def val_recall_by_language(heads: ClipHeads, image_feats: np.ndarray, text_feats: np.ndarray, images: np.ndarray,

@@ -14,6 +14,7 @@ from services.errors import InvalidInput
 CENTRING = ("none", "language", "language-coral", "language-map")
 CAPTIONS = ("one", "all", "per-language")
 CAPTION_WEIGHTS = ("uniform", "language", "language-sqrt")
+MAP_TARGETS = ("photo", "translation")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class ClipTrainConfig:
     # language by its ridge map (services/clip/languages.py); "language": the mean only (the previous default);
     # "language-coral": covariance matching instead; "none". All need caption languages (else: none).
     map_ridge: float = 1.0  # "language-map": ridge shrinkage towards the identity, x the mean eigenvalue
+    map_target: str = "photo"  # "language-map" regresses each caption onto its photo's mean pivot row ("photo") or,
+    # with translation pairs (train_heads' ``parallel``), onto its own source caption's row ("translation")
     caption_weights: str = "uniform"  # "language": each language of a photo weighs the same in the loss
     parallel_weight: float = 0.0  # weight of the translation-pair loss (needs ``parallel`` pairs)
     val_fraction: float = 0.1
@@ -66,6 +69,8 @@ class ClipTrainConfig:
         if cfg.caption_weights not in CAPTION_WEIGHTS:
             raise InvalidInput(f"caption_weights must be one of {list(CAPTION_WEIGHTS)}",
                                detail={"field": "caption_weights"})
+        if cfg.map_target not in MAP_TARGETS:
+            raise InvalidInput(f"map_target must be one of {list(MAP_TARGETS)}", detail={"field": "map_target"})
         if not cfg.map_ridge > 0:
             raise InvalidInput("map_ridge must be > 0", detail={"field": "map_ridge"})
         if not cfg.parallel_weight >= 0:

