@@ -18,8 +18,10 @@ validation report then also has text->image recall per language (``val_by_langua
 ``centring="language-coral"`` / ``"language-map"`` add a per-language linear map after the centring
 (fitted on the training photos' captions, stored with the centres), and ``captions="per-language"``
 takes one caption per language per photo per step (services/clip/languages.py). With
-``map_target="translation"`` the ``language-map`` maps are fitted on the ``parallel`` pairs below (each
-target-language caption onto its source caption) instead of on the photos' pivot-language captions.
+``map_target="translation"`` (the default) a language that has more ``parallel`` pairs (below) than
+dimensions takes the ``language-map`` map fitted on them (each of its captions onto its source caption);
+the other languages -- all of them when no pairs are given, as in a run from files -- the map onto their
+photos' mean pivot-language row. The result's ``map_sources`` says which each language got.
 
 ``parallel`` (optional): translation pairs of captions of the training photos (an English caption and
 its German translation, as Multi30K has them); with ``parallel_weight`` > 0 each step adds that weight
@@ -104,25 +106,28 @@ def train_heads(image_feats: np.ndarray, text_feats: np.ndarray, owner: np.ndarr
     :class:`TextCentres` the heads were trained behind (None otherwise) -- save it with them.
     ``parallel``: ``{"src": rows, "tgt": rows, "owner": photo of each pair, "src_lang": codes, "tgt_lang":
     codes}`` -- tower rows of translation pairs (used with ``config.parallel_weight`` > 0 and by
-    ``config.map_target="translation"``; pairs whose photo is not a training photo are dropped).
+    ``config.map_target="translation"``; pairs whose photo is not a training photo are dropped). The result's
+    ``map_sources``: each mapped language's map fitted on "photo" or "translation" targets.
     """
     owner = np.asarray(owner, dtype=np.int64)
     train_images = np.asarray(train_images, dtype=np.int64)
     if len(train_images) < 2:
         raise InvalidInput("training needs at least 2 captioned photos", detail={"images": int(len(train_images))})
     langs = _languages_array(languages, len(owner))
-    centres = None
+    centres, map_sources = None, {}
     if config.centring != "none" and langs is not None:
         is_train = np.zeros(len(image_feats), dtype=bool)
         is_train[train_images] = True
         rows = np.flatnonzero(is_train[owner] & (langs != ""))
         centres = TextCentres.fit(np.asarray(text_feats)[rows], langs[rows].tolist())
-        if centres is not None and config.centring == "language-map" and config.map_target == "translation":
-            maps = _pair_maps(centres, parallel, train_images, config.map_ridge)
-            centres = TextCentres({l: centres.means[i] for i, l in enumerate(centres.languages)}, maps)
-        elif centres is not None and config.centring != "language":  # per-language maps on the centred training rows
+        if centres is not None and config.centring != "language":  # per-language maps on the centred training rows
             maps = fit_language_maps(centres.apply(np.asarray(text_feats)[rows], langs[rows].tolist()), owner[rows],
                                      langs[rows], config.centring.split("-", 1)[1], ridge=config.map_ridge)
+            map_sources = dict.fromkeys(maps, "photo")
+            if config.centring == "language-map" and config.map_target == "translation" and parallel is not None:
+                pair_maps = _pair_maps(centres, parallel, train_images, config.map_ridge)
+                maps.update(pair_maps)  # a language with enough translation pairs takes its pair map
+                map_sources.update(dict.fromkeys(pair_maps, "translation"))
             centres = TextCentres({l: centres.means[i] for i, l in enumerate(centres.languages)}, maps)
         if centres is not None:  # known languages take their mean, unknown ones the nearest (as at query time)
             text_feats = centres.apply(text_feats, [l or None for l in langs.tolist()])
@@ -214,7 +219,7 @@ def train_heads(image_feats: np.ndarray, text_feats: np.ndarray, owner: np.ndarr
     heads.load_state_dict(best_state)
     heads = heads.cpu().eval()
     best = {"epoch": best_metrics.get("epoch"), **({"val": best_metrics["val"]} if val is not None else {}),
-            "text_centres": centres}
+            "text_centres": centres, "map_sources": map_sources}
     if val is not None and langs is not None:
         best["val_by_language"] = val_recall_by_language(heads, image_feats, text_feats, *val, langs)
     return heads, history, best
@@ -224,8 +229,6 @@ def _pair_maps(centres: TextCentres, parallel: dict[str, Any] | None, train_imag
                ridge: float) -> dict[str, np.ndarray]:
     """``map_target="translation"``: each target language's ridge map fitted on the translation pairs of the
     training photos (both sides centred by their own language's mean)."""
-    if parallel is None:
-        raise InvalidInput('map_target="translation" needs translation pairs', detail={"field": "map_target"})
     keep = np.isin(np.asarray(parallel["owner"], dtype=np.int64), train_images)
     src_lang = list(np.asarray(parallel["src_lang"], dtype=object)[keep])
     tgt_lang = np.asarray(parallel["tgt_lang"], dtype=object)[keep]

