@@ -168,7 +168,8 @@ def run_row(row: dict, data, train_idx, dev_idx, zero_shot, multilingual, evalua
     clip = CompactClip(heads, image_tower, text_tower, label=row["text"], identity="bench", languages=text_tower.languages,
                        centres=centres)
     out = {**row, "train_s": round(train_s, 1), "epochs": len(history), "best_epoch": best["epoch"],
-           "val": best.get("val"), "val_by_language": best.get("val_by_language")}
+           "val": best.get("val"), "val_by_language": best.get("val_by_language"),
+           "map_sources": best.get("map_sources")}
     mirror = _val_mirror(train, train_idx, va)
     if mirror is not None and ("*" in text_tower.languages or len(text_tower.languages) > 1):
         rows_v, captions = mirror
@@ -368,7 +369,8 @@ def main() -> None:
         table.append({"image": r["image"].replace("mobilenet-", ""), "text": Path(r["text"]).name if r["text"].startswith("static:") else r["text"],
                       "head": r["head"] + ("/one" if r.get("captions") == "one" else ""),
                       "captions": "+".join(r.get("train_langs", ["en"])),
-                      "centring": f"{r.get('centring', 'none')}/{r.get('caption_weights', 'uniform')}",
+                      "centring": f"{r.get('centring', 'none')}/{r.get('caption_weights', 'uniform')}"
+                                  + ("/pairs" if r.get("map_target") == "translation" else ""),
                       "train_s": r["train_s"],
                       "t2i": "/".join(str(d["t2i"][k]) for k in ("r@1", "r@5", "r@10")),
                       "i2t": "/".join(str(d["i2t"][k]) for k in ("r@1", "r@5", "r@10")),
