@@ -252,6 +252,7 @@ def run_scale(args) -> None:
                     continue
                 extra = {"max_work": 2e10} if args.quick and stage == "l1" else None  # a smoke run's L1: ~2 s
                 r = run_child(stage, n, work, args.device, extra, timeout=args.timeout)
+                r = repeat_if_short(r, lambda: run_child(stage, n, work, args.device, extra, timeout=args.timeout))
                 results[stage][n] = r
                 show = (f"{r['seconds']:.2f} s, peak {r['peak_mb']:.0f} MB" if "seconds" in r else f"FAILED {r['error']}")
                 counted = {k: v for k, v in r.items() if k not in ("seconds", "peak_mb", "import_mb", "wall_s", "flops")}
@@ -293,6 +294,25 @@ def run_scale(args) -> None:
                "summary": rows, "serve_memory": memory, "serving": serving, "plot": str(png) if png else None}
     out.write_text(json.dumps(payload, indent=2, default=str))
     print(f"wrote {out}" + (f" and {png}" if png else ""))
+
+
+# A stage that finishes under this many seconds runs SHORT_REPEATS times (each in its own fresh process) and
+# reports its median: a single 0.1 s load is at the mercy of the VM (the 200k .npy load measured 0.31-0.76 s in
+# three runs on the quiet box, 0.08-0.10 s at 50k), which made its 200k/50k ratio read anywhere from 3x to 8x.
+SHORT_SECONDS = 2.0
+SHORT_REPEATS = 3
+
+
+def repeat_if_short(first: dict, again, seconds: float = SHORT_SECONDS, repeats: int = SHORT_REPEATS) -> dict:
+    """``first`` if it took ``seconds`` or more (or failed), else the run with the median time of ``repeats`` runs
+    (``first`` and ``repeats - 1`` calls of ``again``), with every run's seconds in ``runs_s``."""
+    if "seconds" not in first or first["seconds"] >= seconds or repeats <= 1:
+        return first
+    runs = [first] + [again() for _ in range(repeats - 1)]
+    timed = sorted((r for r in runs if "seconds" in r), key=lambda r: r["seconds"])
+    median = dict(timed[len(timed) // 2])
+    median["runs_s"] = [round(r["seconds"], 4) for r in runs if "seconds" in r]
+    return median
 
 
 def report(rows: list[dict], sizes: list[int], memory: list[dict], serving: list[dict]) -> None:

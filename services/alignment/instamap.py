@@ -252,8 +252,7 @@ def fit_instamap(
     search_backend = "auto" if engine == "fast" else ("torch" if _cuda() else "faiss")
     history: list[dict] = []
     for t in range(T):
-        it = InstaMapIteration(W_R=np.eye(Xc.shape[1]), src_anchors=np.zeros((0, 1)), tgt_anchors=np.zeros((0, 1)),
-                               deltas=np.zeros((0, 1)))
+        it = InstaMapIteration(W_R=np.eye(Xc.shape[1]), src_anchors=np.zeros((0, 1)), tgt_anchors=np.zeros((0, 1)))
         Xp, Yp = Xc, Yc
         if variant == "code":
             dims = min(pca_components, Xc.shape[1])
@@ -269,8 +268,7 @@ def fit_instamap(
         else:
             XR = (Xp @ it.W_R.astype(np.float32)).astype(np.float32)
             it.src_anchors = XR[pairs[:, 0]].copy()
-        it.tgt_anchors = Yp[pairs[:, 1]].copy()
-        it.deltas = (it.tgt_anchors - it.src_anchors).astype(np.float32)
+        it.tgt_anchors = Yp[pairs[:, 1]]  # a gathered copy; the deltas are computed from both when a shift needs them
         stage.iterations.append(it)
         # The fitted space is produced by the very code that later translates new words.
         Xc = stage.source_step(Xc, it)

@@ -118,11 +118,19 @@ class InstaMapIteration:
     W_R: np.ndarray  # (d', d') Kabsch rotation of the (projected) source
     src_anchors: np.ndarray  # (p, d') rotated dictionary sources
     tgt_anchors: np.ndarray  # (p, d') dictionary targets
-    deltas: np.ndarray  # (p, d') y_k − x_k
+    # (p, d') y_k − x_k. None: computed from the anchors when a shift needs it (a fit keeps only the anchors: at
+    # 50k words the four iterations' stored deltas were ~56 MB of vecmap+instamap's peak); saved files hold it.
+    deltas: np.ndarray | None = None
     src_mean: np.ndarray | None = None  # PCA centring / projection (authors' code variant)
     src_proj: np.ndarray | None = None
     tgt_mean: np.ndarray | None = None
     tgt_proj: np.ndarray | None = None
+
+    def translations(self) -> np.ndarray:
+        """The translation vectors y_k − x_k: the stored ones, else computed (float32, as the fit computes them)."""
+        if self.deltas is not None:
+            return self.deltas
+        return (self.tgt_anchors - self.src_anchors).astype(np.float32)
 
 
 @dataclass
@@ -155,13 +163,13 @@ class InstaMapStage:
         X = self._project(np.asarray(X, np.float32), it.src_mean, it.src_proj)
         X = (X @ it.W_R.astype(np.float32)).astype(np.float32)
         if self.src_step:
-            X = X + self.src_step * self._shift(X, it.src_anchors, it.deltas)
+            X = X + self.src_step * self._shift(X, it.src_anchors, it.translations())
         return _unit(X) if self.renormalize else X
 
     def target_step(self, Y: np.ndarray, it: InstaMapIteration) -> np.ndarray:
         Y = self._project(np.asarray(Y, np.float32), it.tgt_mean, it.tgt_proj)
         if self.tgt_step:
-            Y = Y - self.tgt_step * self._shift(Y, it.tgt_anchors, it.deltas)
+            Y = Y - self.tgt_step * self._shift(Y, it.tgt_anchors, it.translations())
         return _unit(Y) if self.renormalize else Y
 
     def transform_source(self, X: np.ndarray) -> np.ndarray:
@@ -178,7 +186,7 @@ class InstaMapStage:
         out = {}
         for t, it in enumerate(self.iterations):
             for name in ("W_R", "src_anchors", "tgt_anchors", "deltas", "src_mean", "src_proj", "tgt_mean", "tgt_proj"):
-                value = getattr(it, name)
+                value = it.translations() if name == "deltas" else getattr(it, name)
                 if value is not None:
                     out[f"it{t}_{name}"] = np.asarray(value)
         return out
@@ -208,7 +216,7 @@ def _stage_required_arrays(stage: Any) -> list[Any]:
         return [stage.W]
     if stage.kind == "linear2":
         return [stage.Wx, stage.Wz]
-    return [getattr(it, name) for it in stage.iterations for name in ("W_R", "src_anchors", "tgt_anchors", "deltas")]
+    return [getattr(it, name) for it in stage.iterations for name in ("W_R", "src_anchors", "tgt_anchors")]
 
 
 def _jsonable(value: Any) -> Any:

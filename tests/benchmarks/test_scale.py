@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from scale import growth, growth_label  # noqa: E402
+from scale import SHORT_SECONDS, growth, growth_label, repeat_if_short  # noqa: E402
 from scale_stages import extend_space, nn_cosine  # noqa: E402
 
 
@@ -53,6 +53,17 @@ def test_extension_keeps_norms_covariance_and_neighbour_similarity(clustered):
     # Asking for fewer rows than exist cuts the real space.
     cut, cut_info = extend_space(V, 500)
     assert cut.shape == (500, V.shape[1]) and cut_info["synthetic_rows"] == 0
+
+
+def test_short_stages_report_the_median_of_three_runs_long_ones_run_once():
+    later = iter([{"seconds": 0.9, "peak_mb": 2}, {"seconds": 0.1, "peak_mb": 3}])
+    r = repeat_if_short({"seconds": 0.2, "peak_mb": 1}, lambda: next(later))
+    assert r["seconds"] == 0.2 and r["peak_mb"] == 1 and r["runs_s"] == [0.2, 0.9, 0.1]
+    calls = []
+    long = {"seconds": SHORT_SECONDS + 1}
+    assert repeat_if_short(long, lambda: calls.append(1)) is long and calls == []
+    failed = {"error": "boom"}
+    assert repeat_if_short(failed, lambda: calls.append(1)) is failed and calls == []
 
 
 def test_growth_fit_recovers_exponents():
