@@ -126,7 +126,8 @@ def run_row(row: dict, data, train_idx, dev_idx, zero_shot, multilingual, evalua
                                      "caption_weights": row.get("caption_weights", "uniform"),
                                      "parallel_weight": row.get("parallel_weight", 0.0), "seed": row.get("seed", 0),
                                      "map_ridge": row.get("map_ridge", 1.0),
-                                     "map_target": row.get("map_target", "photo")})
+                                     "map_target": row.get("map_target", "photo"),
+                                     "map_pairs": row.get("map_pairs", "photos")})
     tr, va = split_images(len(train), cfg.val_fraction, cfg.seed)
     caps_train = np.flatnonzero(np.isin(data.owner, train_idx))
     T, owner = txt_all[caps_train], train.owner
@@ -144,23 +145,15 @@ def run_row(row: dict, data, train_idx, dev_idx, zero_shot, multilingual, evalua
             langs += [lang] * len(hits)
         feats, _ = text_features(text_tower, extra, cache_dir=CACHE)
         T, owner = np.concatenate([T, feats]), np.concatenate([owner, np.asarray(extra_owner, dtype=np.int64)])
-    parallel = None
+    parallel, text_pairs = None, {}
     if (cfg.parallel_weight > 0 or cfg.map_target == "translation") and extra_langs:
-        # Multi30K translation pairs (English source -> lang) of the training photos
-        from benchmarks.flickr import multi30k_by_image
+        from benchmarks.clip_pairs import join_pairs, photo_pairs, text_only_pairs
 
-        src_table = multi30k_by_image("en")
-        src, tgt, p_owner, p_lang = [], [], [], []
-        for lang in extra_langs:
-            table = multi30k_by_image(lang)
-            hits = [(i, name) for i, name in enumerate(train.images) if name in table and name in src_table]
-            src += [src_table[name] for _, name in hits]
-            tgt += [table[name] for _, name in hits]
-            p_owner += [i for i, _ in hits]
-            p_lang += [lang] * len(hits)
-        parallel = {"src": text_features(text_tower, src, cache_dir=CACHE)[0],
-                    "tgt": text_features(text_tower, tgt, cache_dir=CACHE)[0], "owner": np.asarray(p_owner),
-                    "src_lang": ["en"] * len(src), "tgt_lang": p_lang}
+        parallel = photo_pairs(text_tower, train.images, extra_langs, CACHE)  # the training photos' pairs
+        if cfg.map_pairs == "photos+text":  # + Multi30K lines of no photo of ours (never a dev/validation caption)
+            extra = text_only_pairs(text_tower, shared_path("captions", "multi30k"), data.images, extra_langs, CACHE)
+            text_pairs = {lang: extra["tgt_lang"].count(lang) for lang in extra_langs}
+            parallel = join_pairs(parallel, extra)
     t0 = time.perf_counter()
     heads, history, best = train_heads(img_all[train_idx], T, owner, tr, va, cfg, languages=langs, parallel=parallel)
     train_s = time.perf_counter() - t0
@@ -169,7 +162,7 @@ def run_row(row: dict, data, train_idx, dev_idx, zero_shot, multilingual, evalua
                        centres=centres)
     out = {**row, "train_s": round(train_s, 1), "epochs": len(history), "best_epoch": best["epoch"],
            "val": best.get("val"), "val_by_language": best.get("val_by_language"),
-           "map_sources": best.get("map_sources")}
+           "map_sources": best.get("map_sources"), **({"text_only_pairs": text_pairs} if text_pairs else {})}
     mirror = _val_mirror(train, train_idx, va)
     if mirror is not None and ("*" in text_tower.languages or len(text_tower.languages) > 1):
         rows_v, captions = mirror

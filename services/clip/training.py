@@ -21,7 +21,9 @@ takes one caption per language per photo per step (services/clip/languages.py). 
 ``map_target="translation"`` (the default) a language that has more ``parallel`` pairs (below) than
 dimensions takes the ``language-map`` map fitted on them (each of its captions onto its source caption);
 the other languages -- all of them when no pairs are given, as in a run from files -- the map onto their
-photos' mean pivot-language row. The result's ``map_sources`` says which each language got.
+photos' mean pivot-language row. The result's ``map_sources`` says which each language got. With
+``map_pairs="photos+text"`` the pair maps are also fitted on the text-only pairs of ``parallel`` (owner -1:
+translations whose photo is not in the set, e.g. Multi30K lines of photos we do not have); they fit the maps only.
 
 ``parallel`` (optional): translation pairs of captions of the training photos (an English caption and
 its German translation, as Multi30K has them); with ``parallel_weight`` > 0 each step adds that weight
@@ -106,7 +108,8 @@ def train_heads(image_feats: np.ndarray, text_feats: np.ndarray, owner: np.ndarr
     :class:`TextCentres` the heads were trained behind (None otherwise) -- save it with them.
     ``parallel``: ``{"src": rows, "tgt": rows, "owner": photo of each pair, "src_lang": codes, "tgt_lang":
     codes}`` -- tower rows of translation pairs (used with ``config.parallel_weight`` > 0 and by
-    ``config.map_target="translation"``; pairs whose photo is not a training photo are dropped). The result's
+    ``config.map_target="translation"``; pairs whose photo is not a training photo are dropped, except pairs of no
+    photo, owner -1, which ``config.map_pairs="photos+text"`` fits the maps on). The result's
     ``map_sources``: each mapped language's map fitted on "photo" or "translation" targets.
     """
     owner = np.asarray(owner, dtype=np.int64)
@@ -125,7 +128,8 @@ def train_heads(image_feats: np.ndarray, text_feats: np.ndarray, owner: np.ndarr
                                      langs[rows], config.centring.split("-", 1)[1], ridge=config.map_ridge)
             map_sources = dict.fromkeys(maps, "photo")
             if config.centring == "language-map" and config.map_target == "translation" and parallel is not None:
-                pair_maps = _pair_maps(centres, parallel, train_images, config.map_ridge)
+                pair_maps = _pair_maps(centres, parallel, train_images, config.map_ridge,
+                                       text_only=config.map_pairs == "photos+text")
                 maps.update(pair_maps)  # a language with enough translation pairs takes its pair map
                 map_sources.update(dict.fromkeys(pair_maps, "translation"))
             centres = TextCentres({l: centres.means[i] for i, l in enumerate(centres.languages)}, maps)
@@ -226,10 +230,12 @@ def train_heads(image_feats: np.ndarray, text_feats: np.ndarray, owner: np.ndarr
 
 
 def _pair_maps(centres: TextCentres, parallel: dict[str, Any] | None, train_images: np.ndarray,
-               ridge: float) -> dict[str, np.ndarray]:
+               ridge: float, text_only: bool = False) -> dict[str, np.ndarray]:
     """``map_target="translation"``: each target language's ridge map fitted on the translation pairs of the
-    training photos (both sides centred by their own language's mean)."""
-    keep = np.isin(np.asarray(parallel["owner"], dtype=np.int64), train_images)
+    training photos (both sides centred by their own language's mean); ``text_only`` (``map_pairs="photos+text"``):
+    and on the pairs of no photo (owner -1). Pairs of any other photo (the validation photos) are never used."""
+    pair_owner = np.asarray(parallel["owner"], dtype=np.int64)
+    keep = np.isin(pair_owner, train_images) | (text_only & (pair_owner == -1))
     src_lang = list(np.asarray(parallel["src_lang"], dtype=object)[keep])
     tgt_lang = np.asarray(parallel["tgt_lang"], dtype=object)[keep]
     src = centres.apply(np.asarray(parallel["src"])[keep], src_lang)

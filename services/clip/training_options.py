@@ -15,6 +15,7 @@ CENTRING = ("none", "language", "language-coral", "language-map")
 CAPTIONS = ("one", "all", "per-language")
 CAPTION_WEIGHTS = ("uniform", "language", "language-sqrt")
 MAP_TARGETS = ("photo", "translation")
+MAP_PAIRS = ("photos", "photos+text")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class ClipTrainConfig:
     map_target: str = "translation"  # "language-map": each caption regressed onto its own source caption's row where
     # translation pairs exist (train_heads' ``parallel``; languages without, and runs from files, fall back to
     # "photo"), or always onto its photo's mean pivot row ("photo", the previous default)
+    map_pairs: str = "photos"  # "translation" maps fit on the pairs of the training photos; "photos+text": also on the
+    # text-only pairs given (``parallel`` rows with owner -1: translations whose photo is not in the set)
     caption_weights: str = "uniform"  # "language": each language of a photo weighs the same in the loss
     parallel_weight: float = 0.0  # weight of the translation-pair loss (needs ``parallel`` pairs)
     val_fraction: float = 0.1
@@ -75,6 +78,8 @@ class ClipTrainConfig:
                                detail={"field": "caption_weights"})
         if cfg.map_target not in MAP_TARGETS:
             raise InvalidInput(f"map_target must be one of {list(MAP_TARGETS)}", detail={"field": "map_target"})
+        if cfg.map_pairs not in MAP_PAIRS:
+            raise InvalidInput(f"map_pairs must be one of {list(MAP_PAIRS)}", detail={"field": "map_pairs"})
         if not cfg.map_ridge > 0:
             raise InvalidInput("map_ridge must be > 0", detail={"field": "map_ridge"})
         if not cfg.parallel_weight >= 0:
