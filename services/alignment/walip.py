@@ -16,7 +16,10 @@ benchmarks/bli.py): in word-vector space the paper's threshold (q-quantile of al
 top-k pair, so the k = 10 stage fits on ~90 % wrong pairs; P@1 CSLS ends at 20.7 while Procrustes on the
 seeds alone gives 26.8 and supervised Procrustes 35.2. The validation loss keeps falling meanwhile, so
 it cannot catch this. :func:`walip_confident` (the ``walip`` method's default variant) keeps the loop's
-shape but bars by confidence rank on mutual matches and keeps the seeds: 33.9 there, in 21 s.
+shape but bars by confidence rank on mutual matches and keeps the seeds: 33.9 there, in 21 s. Those settings were
+chosen on en→fr test scores; on en→de the rounds stall (kept pairs ~30 % right). Issue 15 measured a deterministic
+union CSLS stage after them (services/alignment/walip_final.py, option ``final_stage="union"``): better on frequent
+words, worse on the mid-frequency words MUSE tests, so not the default (README, "WALIP step 2").
 
 :func:`walip_self_learning` (``variant="self-learning"``) replaces that loop with VecMap's robust self-learning
 (Artetxe, Labaka & Agirre, ACL 2018, sections 3.3-3.4): stochastic, bidirectional CSLS dictionary induction over the
