@@ -179,6 +179,36 @@ def test_fasttext_bin(tmp_path):
         load_vectors(tmp_path / "fake.bin")
 
 
+def _normalize_whole_array(X, steps):
+    """The whole-array steps normalize() computed before it worked in row chunks (the reference)."""
+    Y = np.array(X, dtype=np.result_type(X.dtype, np.float32), copy=True)
+    for step in steps:
+        if step == "unit":
+            norms = np.linalg.norm(Y, axis=1, keepdims=True)
+            norms[norms == 0] = 1
+            Y /= norms
+        else:
+            Y -= Y.mean(axis=0, dtype=np.float64).astype(Y.dtype)
+    return Y
+
+
+@pytest.mark.parametrize("pipeline", ["unit,center,unit", "center", "center,unit", "unit", "unit,center", ""])
+def test_chunked_normalize_equals_the_whole_array_steps(pipeline):
+    """Several row chunks (ROW_NORM_CHUNK rows each), a zero row, an offset mean: the chunked passes give the
+    whole-array steps' numbers (same row norms; column means summed in float64)."""
+    from services.alignment.vectors import ROW_NORM_CHUNK, parse_pipeline
+
+    rng = np.random.default_rng(7)
+    n = 2 * ROW_NORM_CHUNK + 123
+    X = (rng.standard_normal((n, 6)) * rng.uniform(0.5, 3, (n, 1)) + 1.5).astype(np.float32)
+    X[5] = 0
+    got = normalize(X, pipeline)
+    want = _normalize_whole_array(X, parse_pipeline(pipeline))
+    assert got.dtype == np.float32 and got.shape == X.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-7)
+    assert np.all(got[5] == want[5])
+
+
 def test_normalize_pipelines():
     rng = np.random.default_rng(1)
     X = (rng.standard_normal((50, 4)) * 3 + 2).astype(np.float32)
