@@ -96,4 +96,5 @@ def join_pairs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         return a
     return {"src": np.concatenate([a["src"], b["src"]]), "tgt": np.concatenate([a["tgt"], b["tgt"]]),
             "owner": np.concatenate([np.asarray(a["owner"], dtype=np.int64), np.asarray(b["owner"], dtype=np.int64)]),
-            "src_lang": list(a["src_lang"]) + list(b["src_lang"]), "tgt_lang": list(a["tgt_lang"]) + list(b["tgt_lang"])}
+            "src_lang": list(a["src_lang"]) + list(b["src_lang"]),
+            "tgt_lang": list(a["tgt_lang"]) + list(b["tgt_lang"])}
