@@ -111,7 +111,7 @@ def _fit_walip(X, Y, seeds, opts, progress) -> StageFit:
         raise InvalidInput(f"unknown WALIP variant {opts['variant']!r}; known: {', '.join(WALIP_VARIANTS)}",
                            detail={"field": "variant", "known": list(WALIP_VARIANTS)})
     if opts["variant"] == "self-learning":  # VecMap's robust self-learning from the seeds (walip_self_learning)
-        from services.alignment.walip import walip_self_learning
+        from services.alignment.walip_self_learning import walip_self_learning
 
         res = walip_self_learning(
             X, Y, seeds, vocabulary_cutoff=opts["vocabulary_cutoff"], knn=int(opts["knn"]), direction=opts["direction"],

@@ -75,7 +75,7 @@ def union_refine(
     the seeds when ``keep_seeds``), ``history`` (one record per induction: objective, improved, dictionary size,
     seconds), ``stopped_by`` ("converged" or "max_iter") and ``final_fit`` ("multistep" or "orthogonal").
     """
-    from services.alignment.walip import _sl_induce
+    from services.alignment.walip_self_learning import _sl_induce
 
     if int(max_iter) < 1 or float(threshold) < 0:
         raise InvalidInput("final stage: max_iter must be at least 1 and threshold non-negative",

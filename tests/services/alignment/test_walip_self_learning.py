@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from services.alignment.walip import SELF_LEARNING_FINAL_ITER, WALIP_VARIANTS, walip_confident, walip_self_learning
+from services.alignment.walip import WALIP_VARIANTS, walip_confident
+from services.alignment.walip_self_learning import SELF_LEARNING_FINAL_ITER, walip_self_learning
 from services.errors import InvalidInput
 from tests.services.alignment.align_fixtures import nn_accuracy, planted_world
 
@@ -45,7 +46,7 @@ def test_self_learning_through_the_registry_is_a_walip_variant():
 
     w = planted_world(n=500, d=16, noise=0.3, seed=7, identical_fraction=0.05)
     assert "self-learning" in WALIP_VARIANTS and ALIGNERS["walip"].defaults["variant"] in WALIP_VARIANTS
-    from services.alignment.walip import SELF_LEARNING_INTERVAL
+    from services.alignment.walip_self_learning import SELF_LEARNING_INTERVAL
 
     assert ALIGNERS["walip"].defaults["stochastic_interval"] == SELF_LEARNING_INTERVAL  # one documented value
     res = align(w.src, w.tgt, "walip", seed_pairs=weak_seeds(w, n_seeds=40, n_wrong=20),
