@@ -124,10 +124,9 @@ class Ctx:
 
     def space(self, lang: str):
         """The first ``size`` rows of a prepared space, normalised as the benchmarks do (not timed)."""
-        from services.alignment.vectors import WordVectors, load_vectors, normalize
+        from services.alignment.vectors import load_normalized
 
-        raw = load_vectors(self.work / f"{lang}.npy", max_vocab=self.size)
-        return WordVectors(raw.words, normalize(raw.vectors, NORMALIZE))
+        return load_normalized(self.work / f"{lang}.npy", NORMALIZE, max_vocab=self.size)[0]
 
     def pairs(self, name: str) -> np.ndarray:
         rows = np.load(self.work / f"{name}.npy")
@@ -169,20 +168,21 @@ def _sync(device: str) -> None:
 
 
 def stage_load_vec(ctx: Ctx) -> dict:
-    from services.alignment.vectors import load_vectors, normalize
+    """Load, normalise and fingerprint a .vec text file, as serving does."""
+    from services.alignment.vectors import load_normalized
 
     with Timer() as t:
-        wv = load_vectors(ctx.work / "en.vec", max_vocab=ctx.size)
-        normalize(wv.vectors, NORMALIZE)
+        wv, _ = load_normalized(ctx.work / "en.vec", NORMALIZE, max_vocab=ctx.size)
     return {"seconds": t.seconds, "rows": len(wv)}
 
 
 def stage_load_npy(ctx: Ctx) -> dict:
-    from services.alignment.vectors import load_vectors, normalize
+    """What serving and registering a space do with a .npy file: load, normalise, fingerprint
+    (:func:`services.alignment.vectors.load_normalized`, streamed from the memory map)."""
+    from services.alignment.vectors import load_normalized
 
     with Timer() as t:
-        wv = load_vectors(ctx.work / "en.npy", max_vocab=ctx.size)
-        normalize(wv.vectors, NORMALIZE)
+        wv, _ = load_normalized(ctx.work / "en.npy", NORMALIZE, max_vocab=ctx.size)
     return {"seconds": t.seconds, "rows": len(wv)}
 
 

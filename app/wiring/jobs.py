@@ -52,15 +52,16 @@ def _serve_new_space(runtime: Runtime):
         current = registry.spaces.get(info["name"])
         if current is not None and current.fingerprint and current.fingerprint == info.get("fingerprint"):
             return True  # already served (e.g. this replica registered it)
-        from services.alignment.vectors import load_vectors, normalize
+        from services.alignment.vectors import load_normalized
         from services.serving.space import WordSpace
 
-        wv = load_vectors(info["path"], max_vocab=settings.max_vocab, fmt=info.get("fmt"))
-        X = normalize(wv.vectors, settings.normalize)
+        wv, fingerprint = load_normalized(info["path"], settings.normalize, max_vocab=settings.max_vocab,
+                                          fmt=info.get("fmt"))
+        X = wv.vectors
         norms = np.linalg.norm(X, axis=1, keepdims=True)
         X = X / np.where(norms > 0, norms, 1.0)
         registry.add_space(WordSpace.build(info["name"], wv.words, X, source=f"registered:{info['path']}",
-                                           fingerprint=wv.fingerprint(), storage_dtype=settings.storage_dtype))
+                                           fingerprint=fingerprint, storage_dtype=settings.storage_dtype))
         if hasattr(registry, "sync_from_redis"):  # mappings published for this name before it was served
             registry.sync_from_redis(runtime.redis)
         return True

@@ -16,7 +16,7 @@ import logging
 import threading
 
 from app.runtime import ComponentUnavailable, Runtime
-from services.alignment.vectors import load_vectors, normalize
+from services.alignment.vectors import load_normalized
 from services.errors import Unavailable
 from services.serving.cache import TranslationCache
 from services.serving.encoder_spaces import BackgroundGate, EncoderSpaceBuilder
@@ -47,10 +47,8 @@ def new_registry(settings) -> SpaceRegistry:
                              table_k=settings.table_k, table_build=settings.table_build,
                              frequency_prior=settings.frequency_prior)
     for lang, path in settings.spaces.items():
-        wv = load_vectors(path, max_vocab=settings.max_vocab)
-        fingerprint = wv.fingerprint()
-        X = normalize(wv.vectors, settings.normalize)
-        registry.add_space(WordSpace.build(lang, wv.words, X, source=f"file:{path}", fingerprint=fingerprint,
+        wv, fingerprint = load_normalized(path, settings.normalize, max_vocab=settings.max_vocab)
+        registry.add_space(WordSpace.build(lang, wv.words, wv.vectors, source=f"file:{path}", fingerprint=fingerprint,
                                            storage_dtype=settings.storage_dtype))
     return registry
 

@@ -6,6 +6,8 @@ Split out of :mod:`services.alignment.vectors` (file formats); the names stay im
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from services.errors import InvalidInput
@@ -45,7 +47,8 @@ def row_norms(a: np.ndarray) -> np.ndarray:
                            for s in range(0, len(a), ROW_NORM_CHUNK)])
 
 
-def normalize(X: np.ndarray, pipeline: str = "unit,center,unit") -> np.ndarray:
+def normalize(X: np.ndarray, pipeline: str = "unit,center,unit", *, dtype=None,
+              observe: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray:
     """Apply comma-separated steps: ``unit`` (rows to unit length), ``center`` (subtract column mean).
 
     Returns a new float32 array (float64 stays float64); zero rows stay zero.
@@ -57,13 +60,21 @@ def normalize(X: np.ndarray, pipeline: str = "unit,center,unit") -> np.ndarray:
     whole-array ones, and no temporary the size of X (issue 18: at 200k x 300 each such pass is 240 MB of
     memory traffic, and fresh temporaries cost page faults; the 200k .npy load measured 0.3-0.8 s). The
     numbers are the whole-array steps' own: the same row norms, the column means accumulated in float64.
+
+    ``X`` may be a read-only memory map: only the first pass reads it. ``dtype`` sets the output (and working)
+    dtype, e.g. float32 for a float64 file, as if X had been cast first. ``observe(start, rows)`` sees every
+    row of X once, in order, as the first pass reads it (cast to the output dtype, before any step): a loader
+    checks and fingerprints the file's rows in the pass that normalises them
+    (:func:`services.alignment.vectors.load_normalized`).
     """
     steps = parse_pipeline(pipeline)
-    out_dtype = np.result_type(X.dtype, np.float32)
     X = np.asarray(X)
+    out_dtype = np.dtype(dtype) if dtype is not None else np.result_type(X.dtype, np.float32)
     Y = np.empty(X.shape, dtype=out_dtype)
     if X.ndim != 2 or len(X) == 0:  # nothing to chunk
         Y[...] = X
+        if observe is not None:
+            observe(0, Y)
         return Y if len(X) == 0 else _normalize_whole(Y, steps)
     source = X  # the rows the next pass reads: X, then Y itself (in place)
     pending: list = []  # row-local steps not applied yet: "unit", or a mean vector to subtract
@@ -75,6 +86,8 @@ def normalize(X: np.ndarray, pipeline: str = "unit,center,unit") -> np.ndarray:
         total = np.zeros(X.shape[1], dtype=np.float64) if want_sum else None
         for start in range(0, len(X), ROW_NORM_CHUNK):
             chunk = np.array(source[start : start + ROW_NORM_CHUNK], dtype=out_dtype)
+            if observe is not None and source is X:
+                observe(start, chunk)
             for op in pending:
                 if isinstance(op, str):
                     norms = np.linalg.norm(chunk, axis=1, keepdims=True)

@@ -249,9 +249,9 @@ def test_gzip_bomb_is_refused_at_the_decompressed_limit(tmp_path):
 
 
 def test_overlong_line_is_refused_without_reading_it_whole(tmp_path, monkeypatch):
-    import services.alignment.vectors as vectors
+    import services.alignment.word_vectors as word_vectors
 
-    monkeypatch.setattr(vectors, "MAX_LINE_BYTES", 1000)
+    monkeypatch.setattr(word_vectors, "MAX_LINE_BYTES", 1000)
     path = write_bytes(tmp_path / "long.vec", b"chat " + b"0.1 " * 2000 + b"\n")
     with pytest.raises(VectorFileError, match="longer than 1000 bytes"):
         load_vectors(path)
