@@ -61,7 +61,7 @@ def _sl_induce(xw: np.ndarray, zw: np.ndarray, *, keep: float, knn: int, directi
     """
     import torch
 
-    from services.alignment.sweep import _column_topk_np, score_blocks
+    from services.alignment.sweep import _column_topk_np, row_topk_values, score_blocks
 
     n, m = len(xw), len(zw)
     kr, kc = min(max(knn, 1), m), min(max(knn, 1), n)
@@ -75,7 +75,7 @@ def _sl_induce(xw: np.ndarray, zw: np.ndarray, *, keep: float, knn: int, directi
                 if cache is not None:
                     cache[start : start + len(block)] = block
                 if knn > 0:
-                    r_src[start : start + len(block)] = torch.topk(S, kr, dim=1).values.double().mean(dim=1).float().numpy()
+                    r_src[start : start + len(block)] = row_topk_values(S, kr).double().mean(dim=1).float().numpy()
                     _column_topk_np(block, col)
         if knn > 0:
             r_tgt = col.astype(np.float64).mean(axis=0).astype(np.float32)  # r_S(z): z's neighbourhood among sources

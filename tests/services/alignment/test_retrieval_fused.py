@@ -47,7 +47,47 @@ def test_limited_second_sweep_is_the_reference_l1_rule(noisy_spaces, monkeypatch
         got = _as_set(l1_dictionary(X * 1.3, Y, max_vocab=cut))  # rows as given: not unit
         assert got == _as_set(l1_dictionary(X * 1.3, Y, max_vocab=cut, backend="faiss")) and len(got) > 10
     fwd, bwd, _, stats = mutual_nn_fused(X, Y, fwd_rows=100, bwd_cols=50)
-    assert fwd.shape == (100,) and bwd.shape == (50,) and stats["sweeps"] == 2
+    assert fwd.shape == (100,) and bwd.shape == (50,) and 1 <= stats["sweeps"] <= 2
+    assert stats["forward_rows"] == 100 and 0 <= stats["certified_rows"] <= 100
+
+
+@pytest.mark.parametrize("candidates", [1, 64, 5000])  # every row redone / most certified / every row (M = m)
+def test_certified_csls_equals_the_reference_whatever_is_certified(noisy_spaces, monkeypatch, candidates):
+    """The CPU CSLS keeps each row's best cosines from the first sweep and scores again only the rows whose best
+    is not certified among them: the pairs and scores are the reference's however many rows that is."""
+    X, Y = noisy_spaces
+    monkeypatch.setattr(sweep, "FUSED_MIN_ROWS", 64)
+    monkeypatch.setattr(sweep, "FUSED_BLOCK_ELEMENTS", 64 * 1100)
+    monkeypatch.setattr(sweep, "CSLS_CANDIDATES", candidates)
+    ref, ref_scores = mutual_nn(X, Y, retrieval="csls", backend="faiss")
+    got, got_scores = mutual_nn(X, Y, retrieval="csls")
+    assert _as_set(got) == _as_set(ref) and len(ref) > 100
+    np.testing.assert_allclose(np.sort(got_scores), np.sort(ref_scores), atol=1e-5)
+    fwd, _, fwd_scores, stats = mutual_nn_fused(X, Y, retrieval="csls", fwd_rows=700)
+    if candidates >= len(Y):
+        assert stats["certified_rows"] == 700 and stats["sweeps"] == 1
+    elif candidates == 1:  # the best cosine alone rarely vouches for a row: the second sweep scores most rows
+        assert stats["certified_rows"] < 100 and stats["sweeps"] > 1.5 and stats["low_r_targets"] > 0
+    # each row's forward target is its best under 2 cos - r_S (the reference's forward rule)
+    from services.alignment.retrieval import knn_mean_similarity
+
+    r_src, r_tgt = knn_mean_similarity(X, Y, 10), knn_mean_similarity(Y, X, 10)
+    full = 2 * X[:700] @ Y.T - r_src[:700, None] - r_tgt[None, :]
+    np.testing.assert_allclose(fwd_scores, full.max(axis=1), atol=1e-5)
+    near = full[np.arange(700), fwd] >= full.max(axis=1) - 1e-5
+    assert near.all()
+
+
+@pytest.mark.parametrize("shape,k", [((300, 20000), 10), ((64, 5000), 64), ((10, 100), 10), ((5, 2051), 7)])
+def test_row_topk_is_torchs_topk(shape, k):
+    import torch
+
+    rng = np.random.default_rng(1)
+    S = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
+    values, cols = sweep.row_topk(S, k)
+    expected = torch.topk(S, k, dim=1)
+    assert torch.equal(values, expected.values)
+    assert torch.equal(torch.gather(S, 1, cols), values)  # the columns hold those values (order of ties aside)
 
 
 def test_score_blocks_cover_every_row_exactly():
