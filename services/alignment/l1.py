@@ -153,7 +153,7 @@ def l1_dictionary(
     2,692 pairs, as the reference's 2,691). ``rule="restricted"`` first cuts both vocabularies to
     ``max_vocab`` and matches inside them (more pairs, noisier: 4,152 there). Rows are used as given
     (inner products), as the reference does. Cost: two exact sweeps, the second over the first ``max_vocab``
-    rows and columns only (services/alignment/sweep.py, ``backend="auto"``; a named backend runs the four
+    rows and columns only (on CPU: only the rows the first cannot certify) (services/alignment/sweep.py, ``backend="auto"``; a named backend runs the four
     searches of before).
     """
     from services.alignment.retrieval import csls_topk, knn_mean_similarity, mutual_nn, mutual_nn_fused
