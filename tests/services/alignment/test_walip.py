@@ -118,3 +118,32 @@ def test_registry_default_walip_is_the_confident_variant(world):
         align(world.src, world.tgt, "walip", seed_pairs=seeds, options={"variant": "nope"})
     with pytest.raises(InvalidInput):
         walip_confident(world.src.vectors, world.tgt.vectors, seeds, top_pairs=0)
+
+
+def test_confident_with_no_rounds_is_the_multistep_fit_on_the_seeds(world):
+    from services.alignment.procrustes import multistep_mapping
+
+    seeds = identical_pairs(world.src.words, world.tgt.words)
+    res = walip_confident(world.src.vectors, world.tgt.vectors, seeds, top_pairs=300, max_iter=0, max_vocab=None)
+    X = world.src.vectors / np.linalg.norm(world.src.vectors, axis=1, keepdims=True)
+    Y = world.tgt.vectors / np.linalg.norm(world.tgt.vectors, axis=1, keepdims=True)
+    Wx, Wz = multistep_mapping(X[seeds[:, 0]], Y[seeds[:, 1]])
+    np.testing.assert_allclose(res.W, Wx, atol=1e-5)
+    np.testing.assert_allclose(res.Wz, Wz, atol=1e-5)
+    assert len(res.history) == 1 and res.history[0]["pairs_fit"] == len(seeds)
+    with pytest.raises(InvalidInput):
+        walip_confident(world.src.vectors, world.tgt.vectors, seeds, max_iter=-1)
+
+
+def test_confident_agreement_keeps_only_pairs_the_seed_fit_matches(world):
+    rng = np.random.default_rng(3)
+    seeds = world.gold[rng.choice(len(world.gold), 40, replace=False)].copy()
+    seeds[:12, 1] = rng.integers(0, len(world.tgt), 12)  # a noisy seed fit: it matches only part of the words
+    X, Y = world.src.vectors, world.tgt.vectors
+    seed_only = walip_confident(X, Y, seeds, top_pairs=2000, max_iter=0, max_vocab=None)
+    anchor = {tuple(p) for p in seed_only.pairs.tolist()}  # the seed fit's mutual pairs
+    free = walip_confident(X, Y, seeds, top_pairs=2000, max_iter=2, max_vocab=None)
+    agreed = walip_confident(X, Y, seeds, top_pairs=2000, max_iter=2, max_vocab=None, agreement=True)
+    assert agreed.history[0]["mutual_pairs"] == len(anchor)  # round 1 matches under the seed fit itself
+    assert len(agreed.history) >= 2 and free.history[1]["mutual_pairs"] > len(anchor)
+    assert all(h["mutual_pairs"] <= len(anchor) for h in agreed.history)
