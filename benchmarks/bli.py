@@ -33,6 +33,9 @@ a candidate is admissible when its "dev" (the held-out fifth) P@1 CSLS is on nei
 the baseline's; the admissible candidate with the highest objective replaces the default if it beats the
 baseline's objective by >= 1.0, else the default stays. Test (MUSE 5000-6500) is then reported once for the
 baseline and the chosen one. Command: ``bli.py --dev --no-l1 --methods procrustes,walip,walip-seedfit,walip-agree``.
+Result (2026-12-05): P@1 CSLS dev fifth / dev rare, en→fr then en→de: baseline 33.4 / 29.5, 10.6 / 13.4 (objective
+21.45); seed fit 28.9 / 29.8, 11.3 / 15.4 (22.60, +1.15, but the en→fr dev fifth −4.5: inadmissible); agreement
+33.7 / 29.5, 10.4 / 13.0 (21.25). No candidate passes: the default stays. Test: 33.9 / 10.5, 30.2 / 11.4, 33.6 / 10.3.
 Each row runs in its own forked process, so "peak MB" is that row's own peak RSS.
 
     .venv/bin/python benchmarks/bli.py [--pairs en-fr,en-de] [--max-vocab 50000] [--skip-faithful]
