@@ -96,6 +96,9 @@ def _checked_params(body: ClipTrainingRequest, settings) -> dict[str, Any]:
         params["extra_captions"] = {}
         for lang, path in body.extra_captions.items():  # keys are checked by the training core's validation
             params["extra_captions"][lang] = str(allowed_path(path, roots, field=f"extra_captions.{lang}"))
+    if body.translations:
+        params["translations"] = {lang: str(allowed_path(path, roots, field=f"translations.{lang}"))
+                                  for lang, path in body.translations.items()}
     for field in ("image_tower", "text_tower"):
         if field in params:
             params[field] = _checked_tower(params[field], field, roots, settings)

@@ -36,6 +36,11 @@ class ClipTrainingRequest(BaseModel):
     extra_captions: dict[str, str] | None = Field(
         None, max_length=32, description="more captions of the same photos: language code -> TSV path (absolute, "
         "under the allowed directories like `captions`), e.g. `{\"de\": \"/data/captions.de.tsv\"}`")
+    translations: dict[str, str] | None = Field(
+        None, max_length=32, description="text-only translation pairs for the per-language maps: language code -> TSV "
+        "path of `source<TAB>translation` lines, the source in `captions_language` (no photo needed; the language "
+        "must also have `extra_captions`), e.g. `{\"de\": \"/data/en-de.tsv\"}`; its map is then fitted on these "
+        "pairs (ridge 0.1), as the benchmark's default model is")
     centring: Literal["language-map", "language", "language-coral", "none"] | None = Field(
         None, description="`language-map` (default): each caption language's mean tower output is subtracted before "
         "the text head, and every language but the one with most captions is then mapped by a ridge map onto it "

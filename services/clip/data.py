@@ -48,36 +48,48 @@ def _open_text(path: Path):
     return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
 
 
-def read_caption_tsv(path: str | os.PathLike) -> list[tuple[str, str]]:
-    """``(image, caption)`` pairs of a TSV file; blank lines skipped; bounded line count and length."""
+def _read_tab_pairs(path: str | os.PathLike, field: str, what: str, layout: str) -> list[tuple[str, str]]:
+    """``(left, right)`` pairs of a TSV file (``layout``, e.g. 'image<TAB>caption'); blank lines skipped; bounded
+    line count and length; InvalidInput/NotFound naming ``field``."""
     p = Path(path)
     if not p.is_file():
-        raise NotFound(f"captions file {p.name} does not exist", detail={"field": "captions"})
+        raise NotFound(f"{what} {p.name} does not exist", detail={"field": field})
     pairs: list[tuple[str, str]] = []
     bad: list[int] = []
     try:
         with _open_text(p) as fh:
             for lineno, line in enumerate(fh, 1):
                 if lineno > MAX_CAPTION_LINES:
-                    raise InvalidInput(f"captions file has more than {MAX_CAPTION_LINES} lines",
-                                       detail={"field": "captions", "max_lines": MAX_CAPTION_LINES})
+                    raise InvalidInput(f"{what} has more than {MAX_CAPTION_LINES} lines",
+                                       detail={"field": field, "max_lines": MAX_CAPTION_LINES})
                 line = line.rstrip("\r\n")
                 if not line.strip():
                     continue
-                image, sep, caption = line.partition("\t")
-                caption = caption.strip()
-                if not sep or not image.strip() or not caption or len(caption) > MAX_CAPTION_CHARS:
+                left, sep, right = line.partition("\t")
+                left, right = left.strip(), right.strip()
+                if not sep or not left or not right or len(right) > MAX_CAPTION_CHARS or len(left) > MAX_CAPTION_CHARS:
                     bad.append(lineno)
                     continue
-                pairs.append((image.strip(), caption))
+                pairs.append((left, right))
     except UnicodeDecodeError as e:
-        raise InvalidInput(f"captions file is not UTF-8 text: {e.reason}", detail={"field": "captions"}) from e
+        raise InvalidInput(f"{what} is not UTF-8 text: {e.reason}", detail={"field": field}) from e
     if bad:
-        raise InvalidInput(f"captions file: {len(bad)} line(s) are not 'image<TAB>caption' (first: line {bad[0]})",
-                           detail={"field": "captions", "lines": bad[:10]})
+        raise InvalidInput(f"{what}: {len(bad)} line(s) are not '{layout}' (first: line {bad[0]})",
+                           detail={"field": field, "lines": bad[:10]})
     if not pairs:
-        raise InvalidInput("captions file holds no 'image<TAB>caption' lines", detail={"field": "captions"})
+        raise InvalidInput(f"{what} holds no '{layout}' lines", detail={"field": field})
     return pairs
+
+
+def read_caption_tsv(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """``(image, caption)`` pairs of a TSV file; blank lines skipped; bounded line count and length."""
+    return _read_tab_pairs(path, "captions", "captions file", "image<TAB>caption")
+
+
+def read_translation_tsv(path: str | os.PathLike, field: str = "translations") -> list[tuple[str, str]]:
+    """``(source, translation)`` pairs of a TSV file (text-only translation pairs: a sentence in the captions'
+    language and its translation, no photo); same bounds as :func:`read_caption_tsv`."""
+    return _read_tab_pairs(path, field, "translations file", "source<TAB>translation")
 
 
 def load_captioned_set(images_dir: str | os.PathLike, captions: str | os.PathLike | Sequence[tuple[str, str]]

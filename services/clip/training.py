@@ -54,10 +54,10 @@ from models.clip_heads import ClipHeads, HeadConfig, clip_loss, multi_positive_l
 from models.compact_clip import TextCentres, save_checkpoint
 from services.clip.data import load_captioned_set, split_images
 from services.clip.evaluation import mean_recall, retrieval_recall
-from services.clip.languages import fit_language_maps, fit_pair_maps, one_caption_per_language
+from services.clip.languages import fit_language_maps, fit_pair_maps, one_caption_per_language, pivot_language
 from services.clip.features import image_features, text_features
 from services.clip.training_options import (CAPTION_WEIGHTS, CAPTIONS, CENTRING,  # noqa: F401 -- re-exported
-                                            ClipTrainConfig, validate_train_params)
+                                            ClipTrainConfig, resolved_map_ridge, validate_train_params)
 from services.errors import InvalidInput
 
 Progress = Callable[[str, int, int, dict | None], None]
@@ -125,11 +125,14 @@ def train_heads(image_feats: np.ndarray, text_feats: np.ndarray, owner: np.ndarr
         centres = TextCentres.fit(np.asarray(text_feats)[rows], langs[rows].tolist())
         if centres is not None and config.centring != "language":  # per-language maps on the centred training rows
             maps = fit_language_maps(centres.apply(np.asarray(text_feats)[rows], langs[rows].tolist()), owner[rows],
-                                     langs[rows], config.centring.split("-", 1)[1], ridge=config.map_ridge)
+                                     langs[rows], config.centring.split("-", 1)[1],
+                                     ridge=resolved_map_ridge(config, text_only_pairs=False))
             map_sources = dict.fromkeys(maps, "photo")
             if config.centring == "language-map" and config.map_target == "translation" and parallel is not None:
-                pair_maps = _pair_maps(centres, parallel, train_images, config.map_ridge,
-                                       text_only=config.map_pairs == "photos+text")
+                text_only = config.map_pairs == "photos+text"
+                with_text = text_only and bool(np.any(np.asarray(parallel["owner"]) == -1))
+                pair_maps = _pair_maps(centres, parallel, train_images, resolved_map_ridge(config, with_text),
+                                       pivot_language(langs[rows]), text_only=text_only)
                 maps.update(pair_maps)  # a language with enough translation pairs takes its pair map
                 map_sources.update(dict.fromkeys(pair_maps, "translation"))
             centres = TextCentres({l: centres.means[i] for i, l in enumerate(centres.languages)}, maps)
@@ -230,12 +233,16 @@ def train_heads(image_feats: np.ndarray, text_feats: np.ndarray, owner: np.ndarr
 
 
 def _pair_maps(centres: TextCentres, parallel: dict[str, Any] | None, train_images: np.ndarray,
-               ridge: float, text_only: bool = False) -> dict[str, np.ndarray]:
+               ridge: float, centres_pivot: str, text_only: bool = False) -> dict[str, np.ndarray]:
     """``map_target="translation"``: each target language's ridge map fitted on the translation pairs of the
     training photos (both sides centred by their own language's mean); ``text_only`` (``map_pairs="photos+text"``):
     and on the pairs of no photo (owner -1). Pairs of any other photo (the validation photos) are never used."""
     pair_owner = np.asarray(parallel["owner"], dtype=np.int64)
     keep = np.isin(pair_owner, train_images) | (text_only & (pair_owner == -1))
+    # a map pulls a language onto the pivot (the language with most captions): pairs from another source language,
+    # or into the pivot itself, would map the wrong way
+    pivot = centres_pivot
+    keep &= (np.asarray(parallel["src_lang"], dtype=object) == pivot) & (np.asarray(parallel["tgt_lang"], dtype=object) != pivot)
     src_lang = list(np.asarray(parallel["src_lang"], dtype=object)[keep])
     tgt_lang = np.asarray(parallel["tgt_lang"], dtype=object)[keep]
     src = centres.apply(np.asarray(parallel["src"])[keep], src_lang)
@@ -331,12 +338,48 @@ def _load_captions(p: dict[str, Any]):
     return load_captioned_set(p["images_dir"], pairs), np.asarray(langs, dtype=object)
 
 
+def _check_translation_pivot(p: dict[str, Any], caption_langs: np.ndarray) -> None:
+    """Translations map each language onto the captions' language, so that must be the pivot (most captions)."""
+    if not p.get("translations"):
+        return
+    pivot = pivot_language(caption_langs[caption_langs != ""])
+    if pivot != p["captions_language"]:
+        raise InvalidInput(f"translations map each language onto the captions' language ({p['captions_language']}), "
+                           f"which must then have the most captions; {pivot} has more",
+                           detail={"field": "translations", "pivot": pivot})
+
+
+def _translation_pairs(p: dict[str, Any], text_tower: Any, cache_dir: Any,
+                       progress: Progress | None) -> dict[str, Any] | None:
+    """``translations`` (language -> TSV of 'source<TAB>translation', the source in ``captions_language``) as
+    text-only ``parallel`` pairs (owner -1, no photo) for the per-language maps; None without them."""
+    translations = p.get("translations") or {}
+    if not translations:
+        return None
+    from services.clip.data import read_translation_tsv
+
+
+    src, tgt, tgt_lang = [], [], []
+    for lang, path in sorted(translations.items()):
+        pairs = read_translation_tsv(path, field=f"translations.{lang}")
+        src += [a for a, _ in pairs]
+        tgt += [b for _, b in pairs]
+        tgt_lang += [lang] * len(pairs)
+    return {"src": text_features(text_tower, src, cache_dir=cache_dir, progress=progress)[0],
+            "tgt": text_features(text_tower, tgt, cache_dir=cache_dir, progress=progress)[0],
+            "owner": np.full(len(tgt), -1, dtype=np.int64), "src_lang": [p["captions_language"]] * len(src),
+            "tgt_lang": tgt_lang}
+
+
 def run_clip_training(params: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
     """Load photos + captions, encode with the towers (cached), train, write the checkpoint; the result.
 
     Optional params: ``captions_language`` (the language of ``captions``) and ``extra_captions``
     (language -> TSV of more captions of the same photos): with caption languages known, the config's
-    ``centring`` and ``caption_weights`` apply (see the module doc)."""
+    ``centring`` and ``caption_weights`` apply (see the module doc). ``translations`` (language -> TSV of
+    'source<TAB>translation' lines, no photo, the source in ``captions_language``): each such language's map is
+    fitted on its translation pairs (``map_target="translation"``, ``map_pairs="photos+text"``, ridge 0.1 unless
+    set), as the benchmark's default model is."""
     from models.image_towers import load_image_tower
     from models.text_towers import load_text_tower
 
@@ -344,6 +387,7 @@ def run_clip_training(params: dict[str, Any], progress: Progress | None = None) 
     config = ClipTrainConfig.from_dict(p["config"])
     t_start = time.perf_counter()
     data, caption_langs = _load_captions(p)
+    _check_translation_pivot(p, caption_langs)
     known_langs = caption_langs if np.any(caption_langs != "") else None
     train_idx, val_idx = split_images(len(data), config.val_fraction, config.seed)
     image_tower = load_image_tower(p["image_tower"], mobilenet_dir=p.get("mobilenet_dir"))
@@ -354,9 +398,10 @@ def run_clip_training(params: dict[str, Any], progress: Progress | None = None) 
     cache_dir = p.get("cache_dir")
     img, img_hit = image_features(image_tower, data.images_dir, data.images, cache_dir=cache_dir, progress=progress)
     txt, txt_hit = text_features(text_tower, data.captions, cache_dir=cache_dir, progress=progress)
+    parallel = _translation_pairs(p, text_tower, cache_dir, progress)
     t_train = time.perf_counter()
     heads, history, best = train_heads(img, txt, data.owner, train_idx, val_idx, config, progress,
-                                       languages=known_langs)
+                                       languages=known_langs, parallel=parallel)
     centres = best.get("text_centres")
     train_s = time.perf_counter() - t_train
     out_dir = Path(p.get("out_dir") or ".")
@@ -365,7 +410,10 @@ def run_clip_training(params: dict[str, Any], progress: Progress | None = None) 
                                                 "train_images": int(len(train_idx)), "val_images": int(len(val_idx))},
             "config": asdict(config), "val": best.get("val"), "best_epoch": best.get("epoch"),
             "val_by_language": best.get("val_by_language"),
-            "text_centring": list(centres.languages) if centres is not None else None}
+            "text_centring": list(centres.languages) if centres is not None else None,
+            "map_sources": best.get("map_sources") or None,
+            "translation_pairs": ({lang: parallel["tgt_lang"].count(lang) for lang in sorted(set(parallel["tgt_lang"]))}
+                                  if parallel else None)}
     ckpt = save_checkpoint(out_dir / p.get("checkpoint_name", "clip.pt"), heads, image_tower=p["image_tower"],
                            text_tower=p["text_tower"], text_state=getattr(text_tower, "state", lambda: None)(),
                            languages=languages, meta=meta, text_centres=centres)
@@ -374,7 +422,10 @@ def run_clip_training(params: dict[str, Any], progress: Progress | None = None) 
                                                 "epochs_run": len(history),
                                                 **({"val_by_language": best["val_by_language"]}
                                                    if best.get("val_by_language") else {}),
-                                                "text_centring": meta["text_centring"]},
+                                                "text_centring": meta["text_centring"],
+                                                **({"map_sources": meta["map_sources"],
+                                                    "translation_pairs": meta["translation_pairs"]}
+                                                   if meta["translation_pairs"] else {})},
             "history": history, "cache": {"images": img_hit, "texts": txt_hit},
             "seconds": {"total": round(time.perf_counter() - t_start, 2), "train": round(train_s, 2)},
             "data": meta["data"]}

@@ -36,7 +36,11 @@ class ClipTrainConfig:
     not chosen. Round 4 (same rule, this default as the baseline) did not choose fitting the maps also on
     text-only pairs (``map_pairs="photos+text"``, 22,701 Multi30K lines per language of photos not in the set:
     German/French/Czech mirror R@10 65.6/66.1/56.9 vs 65.5/66.4/56.4, English 71.0 vs 71.6; +0.12 on the worst
-    language, 0.5 needed) (benchmarks/clip_select.py)."""
+    language, 0.5 needed). Round 5 (same rule, this default as the baseline) chose the text-only pairs with less
+    shrinkage, ridge 0.1 (German/French/Czech mirror R@10 67.1/67.4/60.7 vs 65.5/66.4/56.4, English 71.7 vs
+    71.6): so ``map_ridge`` defaults to 0.1 for maps fitted with text-only pairs (``translations``; more pairs
+    need less pull towards the identity) and stays 1.0 otherwise, where ridge 0.1 lost in round 3b
+    (benchmarks/clip_select.py)."""
 
     head: str = "linear"
     embed_dim: int = 256
@@ -52,11 +56,12 @@ class ClipTrainConfig:
     centring: str = "language-map"  # subtract each caption language's mean tower row, then map each non-pivot
     # language by its ridge map (services/clip/languages.py); "language": the mean only (the previous default);
     # "language-coral": covariance matching instead; "none". All need caption languages (else: none).
-    map_ridge: float = 1.0  # "language-map": ridge shrinkage towards the identity, x the mean eigenvalue
+    map_ridge: float | None = None  # "language-map": ridge shrinkage towards the identity, x the mean eigenvalue;
+    # None: 0.1 for pair maps fitted with text-only pairs (round 5), 1.0 for every other map (resolved_map_ridge)
     map_target: str = "translation"  # "language-map": each caption regressed onto its own source caption's row where
     # translation pairs exist (train_heads' ``parallel``; languages without, and runs from files, fall back to
     # "photo"), or always onto its photo's mean pivot row ("photo", the previous default)
-    map_pairs: str = "photos"  # "translation" maps fit on the pairs of the training photos; "photos+text": also on the
+    map_pairs: str = "photos+text"  # "translation" maps fit on the pairs of the training photos; "photos+text": also on the
     # text-only pairs given (``parallel`` rows with owner -1: translations whose photo is not in the set)
     caption_weights: str = "uniform"  # "language": each language of a photo weighs the same in the loss
     parallel_weight: float = 0.0  # weight of the translation-pair loss (needs ``parallel`` pairs)
@@ -83,7 +88,7 @@ class ClipTrainConfig:
             raise InvalidInput(f"map_target must be one of {list(MAP_TARGETS)}", detail={"field": "map_target"})
         if cfg.map_pairs not in MAP_PAIRS:
             raise InvalidInput(f"map_pairs must be one of {list(MAP_PAIRS)}", detail={"field": "map_pairs"})
-        if not cfg.map_ridge > 0:
+        if cfg.map_ridge is not None and not cfg.map_ridge > 0:
             raise InvalidInput("map_ridge must be > 0", detail={"field": "map_ridge"})
         if not cfg.parallel_weight >= 0:
             raise InvalidInput("parallel_weight must be >= 0", detail={"field": "parallel_weight"})
@@ -120,6 +125,22 @@ def validate_train_params(params: dict[str, Any]) -> dict[str, Any]:
                                                   for k, v in extra.items()):
             raise InvalidInput("extra_captions maps language codes to caption TSV paths",
                                detail={"field": "extra_captions"})
+    translations = p.get("translations")
+    if translations is not None:
+        if not isinstance(translations, dict) or not all(_is_lang_code(k) and isinstance(v, str) and v.strip()
+                                                         for k, v in translations.items()):
+            raise InvalidInput("translations maps language codes to TSV paths of 'source<TAB>translation' lines",
+                               detail={"field": "translations"})
+        if translations and not p.get("captions_language"):
+            raise InvalidInput("translations need captions_language: the language of their source side",
+                               detail={"field": "captions_language"})
+        missing = sorted(set(translations) - set(extra or {}))
+        if missing:  # a map acts after its language's centring, which needs captions in that language
+            raise InvalidInput(f"translations into {missing} need captions of the photos in that language too "
+                               "(extra_captions)", detail={"field": "translations", "languages": missing})
+        if p.get("captions_language") in translations:
+            raise InvalidInput("translations into the captions' own language map nothing",
+                               detail={"field": "translations", "language": p["captions_language"]})
     config = {k: p[k] for k in ("head", "epochs", "val_fraction", "seed", "batch_size", "lr", "embed_dim", "patience",
                                 "centring", "caption_weights")
               if p.get(k) is not None}
@@ -130,3 +151,11 @@ def validate_train_params(params: dict[str, Any]) -> dict[str, Any]:
 
 def _is_lang_code(value: Any) -> bool:
     return isinstance(value, str) and 1 < len(value) <= 16 and value.replace("-", "").replace("_", "").isalnum()
+
+
+def resolved_map_ridge(config: ClipTrainConfig, text_only_pairs: bool) -> float:
+    """The ridge a map is fitted with: ``config.map_ridge`` when set, else 0.1 for pair maps fitted with text-only
+    translation pairs (round 5, benchmarks/clip_select.py) and 1.0 otherwise."""
+    if config.map_ridge is not None:
+        return float(config.map_ridge)
+    return 0.1 if text_only_pairs else 1.0

@@ -23,7 +23,8 @@ from services.jobs.kinds import JobKind, register
 
 CLIP_TASK = "vislex.clip_train"
 # What a job view shows of its params (the rest -- where it writes -- is the server's business).
-INPUT_FIELDS = ("images_dir", "captions", "image_tower", "text_tower", "captions_language", "extra_captions")
+INPUT_FIELDS = ("images_dir", "captions", "image_tower", "text_tower", "captions_language", "extra_captions",
+                "translations")
 # Request fields the training core folds into its ``config`` (hyper-parameters, defaults filled in).
 CONFIG_FIELDS = ("head", "epochs", "val_fraction", "seed", "batch_size", "lr", "embed_dim", "patience", "centring",
                  "caption_weights")

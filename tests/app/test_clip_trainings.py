@@ -202,6 +202,7 @@ def test_caption_languages_reach_the_checkpoint_as_text_centres(client, data):
     ({"text_tower": "static:/etc/passwd"}, "text_tower"),
     ({"image_tower": "/etc/model.tflite"}, "image_tower"),
     ({"extra_captions": {"de": "/etc/passwd"}}, "extra_captions.de"),
+    ({"translations": {"de": "/etc/passwd"}}, "translations.de"),
 ])
 def test_paths_outside_the_allowed_roots_are_refused_without_an_existence_oracle(client, data, change, field):
     r = client.post("/v1/clip/trainings", json=_body(data, **change))
@@ -235,6 +236,9 @@ def test_paths_outside_the_allowed_roots_are_refused_without_an_existence_oracle
     ({"extra_captions": {"german please": "CAPTIONS"}}, "extra_captions"),
     ({"extra_captions": ["CAPTIONS"]}, "extra_captions"),
     ({"captions_language": "english please"}, "captions_language"),
+    ({"translations": {"de": "MISSING"}}, "translations.de"),
+    ({"translations": {"de": "CAPTIONS"}}, "captions_language"),  # the source side's language is needed
+    ({"translations": ["CAPTIONS"]}, "translations"),
     ({"centring": "mean"}, "centring"),
     ({"caption_weights": "equal"}, "caption_weights"),
 ])

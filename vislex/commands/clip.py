@@ -54,6 +54,9 @@ def train(
                                                     help="language of --captions (e.g. en): enables language centring"),
     extra_captions: list[str] = typer.Option([], "--extra-captions", metavar="LANG=TSV",
                                              help="more captions of the same photos in LANG (repeatable)"),
+    translations: list[str] = typer.Option([], "--translations", metavar="LANG=TSV",
+                                           help="text-only 'source<TAB>translation' pairs into LANG (source in "
+                                                "--captions-language) for LANG's map (repeatable)"),
     centring: Optional[str] = typer.Option(None, "--centring", help="language-map (default), language, language-coral "
                                            "or none (acts when caption languages are known)"),
     caption_weights: Optional[str] = typer.Option(None, "--caption-weights",
@@ -64,23 +67,31 @@ def train(
     With the captions' languages known (--captions-language, --extra-captions de=captions.de.tsv ...), each
     language's mean tower output is subtracted before the text head and each non-pivot language's rows then
     go through its own ridge map (--centring language-map, the default), as the shipped default model is
-    trained; --centring language subtracts the means only."""
+    trained; --centring language subtracts the means only. --translations de=en-de.tsv (text-only
+    'source<TAB>translation' lines, no photos) fits German's map on those pairs instead (ridge 0.1), as the
+    benchmark's default model is."""
     from services.clip.training import run_clip_training
     from services.errors import InvalidInput
 
-    extra: dict[str, str] = {}
-    for item in extra_captions:
-        lang, sep, path = item.partition("=")
-        if not sep or not lang.strip() or not path.strip():
-            raise InvalidInput(f"--extra-captions takes LANG=TSV, got {item!r}", detail={"field": "extra_captions"})
-        extra[lang.strip()] = path.strip()
+    def lang_paths(items: list[str], option: str, field: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for item in items:
+            lang, sep, path = item.partition("=")
+            if not sep or not lang.strip() or not path.strip():
+                raise InvalidInput(f"{option} takes LANG=TSV, got {item!r}", detail={"field": field})
+            out[lang.strip()] = path.strip()
+        return out
+
+    extra = lang_paths(extra_captions, "--extra-captions", "extra_captions")
+    pairs = lang_paths(translations, "--translations", "translations")
     config = {"head": head, "val_fraction": val_fraction, "epochs": epochs, "seed": seed, "device": device,
               **({"centring": centring} if centring else {}),
               **({"caption_weights": caption_weights} if caption_weights else {})}
     result = run_clip_training({"images_dir": str(images), "captions": str(captions), "image_tower": image_tower,
                                 "text_tower": text_tower, "out_dir": str(out.parent), "checkpoint_name": out.name,
                                 "cache_dir": str(_cache_dir(cache_dir)), "captions_language": captions_language,
-                                "extra_captions": extra or None, "config": config}, _progress)
+                                "extra_captions": extra or None, "translations": pairs or None, "config": config},
+                               _progress)
     result.pop("history", None)
     typer.echo(json.dumps(result))
 

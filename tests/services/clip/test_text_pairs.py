@@ -1,5 +1,6 @@
 """Translation maps fitted on text-only pairs too (``map_pairs="photos+text"``): pairs of no photo (owner -1) join
-the training photos' pairs in the map fit; pairs of validation photos never do; the default ignores text-only pairs."""
+the training photos' pairs in the map fit; pairs of validation photos never do; ``map_pairs="photos"`` ignores
+text-only pairs; the default uses them, with ridge 0.1 for their maps."""
 
 from __future__ import annotations
 
@@ -41,12 +42,13 @@ def test_text_only_pairs_bring_the_map_closer_to_a_planted_translation():
     photos = _pairs(txt, owner, langs)  # a German caption and an English caption of its photo: not a translation
     both = _join(photos, _text_only(3000))
     q = _orthogonal(24, 11)
-    _, _, base = train_heads(img, txt, owner, tr, va, ClipTrainConfig(**CFG), languages=langs, parallel=both)
+    photos_only = ClipTrainConfig(**CFG, map_pairs="photos")
+    _, _, base = train_heads(img, txt, owner, tr, va, photos_only, languages=langs, parallel=both)
     cfg = ClipTrainConfig(**CFG, map_pairs="photos+text")
     _, _, more = train_heads(img, txt, owner, tr, va, cfg, languages=langs, parallel=both)
     assert base["map_sources"] == more["map_sources"] == {"de": "translation"}
-    # the default ignores the text-only pairs: the same map as without them
-    _, _, alone = train_heads(img, txt, owner, tr, va, ClipTrainConfig(**CFG), languages=langs, parallel=photos)
+    # map_pairs="photos" ignores the text-only pairs: the same map as without them
+    _, _, alone = train_heads(img, txt, owner, tr, va, photos_only, languages=langs, parallel=photos)
     assert np.allclose(base["text_centres"].maps["de"], alone["text_centres"].maps["de"])
     err_base = np.abs(base["text_centres"].maps["de"] - q.T).max()
     err_more = np.abs(more["text_centres"].maps["de"] - q.T).max()
@@ -73,6 +75,33 @@ def test_text_only_pairs_never_bring_in_validation_photos_pairs():
     noisy["tgt"][text_rows] = np.random.default_rng(3).normal(size=(int(text_rows.sum()), txt.shape[1]))
     _, _, other = train_heads(img, txt, owner, tr, va, cfg, languages=langs, parallel=noisy)
     assert not np.allclose(other["text_centres"].maps["de"], ref["text_centres"].maps["de"], atol=1e-2)
-    assert ClipTrainConfig().map_pairs == "photos"
+    # the default uses text-only pairs when given (round 5), with ridge 0.1 for their maps and 1.0 otherwise
+    assert ClipTrainConfig().map_pairs == "photos+text" and ClipTrainConfig().map_ridge is None
     with pytest.raises(InvalidInput):
         ClipTrainConfig.from_dict({"map_pairs": "text"})
+
+
+def test_default_ridge_is_a_tenth_for_maps_fitted_with_text_only_pairs():
+    from services.clip.training_options import resolved_map_ridge
+
+    img, txt, owner, langs = _rotated_languages()
+    tr, va = np.arange(180), np.arange(180, 240)
+    photos = _pairs(txt, owner, langs)
+    both = _join(photos, _text_only(3000))
+    cfg = {k: v for k, v in CFG.items() if k != "map_ridge"}
+    assert resolved_map_ridge(ClipTrainConfig(**cfg), True) == 0.1
+    assert resolved_map_ridge(ClipTrainConfig(**cfg), False) == 1.0
+    assert resolved_map_ridge(ClipTrainConfig(**cfg, map_ridge=0.5), True) == 0.5
+    _, _, default = train_heads(img, txt, owner, tr, va, ClipTrainConfig(**cfg), languages=langs, parallel=both)
+    _, _, tenth = train_heads(img, txt, owner, tr, va, ClipTrainConfig(**cfg, map_ridge=0.1), languages=langs,
+                              parallel=both)
+    _, _, one = train_heads(img, txt, owner, tr, va, ClipTrainConfig(**cfg, map_ridge=1.0), languages=langs,
+                            parallel=both)
+    assert np.allclose(default["text_centres"].maps["de"], tenth["text_centres"].maps["de"])
+    assert not np.allclose(default["text_centres"].maps["de"], one["text_centres"].maps["de"], atol=1e-3)
+    # photos' pairs only: the default ridge is 1.0
+    _, _, photos_default = train_heads(img, txt, owner, tr, va, ClipTrainConfig(**cfg), languages=langs,
+                                       parallel=photos)
+    _, _, photos_one = train_heads(img, txt, owner, tr, va, ClipTrainConfig(**cfg, map_ridge=1.0), languages=langs,
+                                   parallel=photos)
+    assert np.allclose(photos_default["text_centres"].maps["de"], photos_one["text_centres"].maps["de"])

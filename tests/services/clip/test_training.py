@@ -220,3 +220,51 @@ def test_translation_pairs_pull_a_shifted_language_towards_english():
     assert same["val_by_language"] == plain["val_by_language"]
     with pytest.raises(InvalidInput):
         ClipTrainConfig.from_dict({"parallel_weight": -1})
+
+
+def test_run_from_files_fits_a_language_map_on_text_only_translations(tmp_path):
+    """``translations`` (LANG -> 'source<TAB>translation' TSV, no photos): the language's map is fitted on those
+    pairs (reported, stored in the checkpoint); bad files and impossible combinations are clear errors."""
+    from models.compact_clip import load_compact_clip
+    from services.clip.testing import COLOURS
+    from services.errors import NotFound
+
+    paths = make_captioned_set(tmp_path / "data", n_images=96)
+    lines = paths["captions"].read_text(encoding="utf-8").splitlines()
+    (tmp_path / "en.tsv").write_text("\n".join(l for l in lines if "\tune " not in l) + "\n", encoding="utf-8")
+    (tmp_path / "fr.tsv").write_text("\n".join(l for l in lines if "\tune " in l) + "\n", encoding="utf-8")
+    pairs = [f"a {c} photo\tune photo {fr}" for c, (_, fr) in COLOURS.items()] * 6
+    pairs += [f"a photo of something {c}\tune photo {fr}" for c, (_, fr) in COLOURS.items()] * 6
+    (tmp_path / "en-fr.tsv").write_text("\n".join(pairs) + "\n", encoding="utf-8")
+    params = {"images_dir": str(paths["images"]), "captions": str(tmp_path / "en.tsv"), "captions_language": "en",
+              "extra_captions": {"fr": str(tmp_path / "fr.tsv")}, "translations": {"fr": str(tmp_path / "en-fr.tsv")},
+              "image_tower": "pixels-8", "text_tower": f"static:{paths['vectors']}", "out_dir": str(tmp_path / "out"),
+              "cache_dir": str(tmp_path / "cache"),
+              "config": {"head": "linear", "epochs": 20, "batch_size": 32, "lr": 1e-2, "embed_dim": 16,
+                         "val_fraction": 0.25, "patience": 20}}
+    result = run_clip_training(params)
+    assert result["metrics"]["map_sources"] == {"fr": "translation"}
+    assert result["metrics"]["translation_pairs"] == {"fr": len(pairs)}
+    clip = load_compact_clip(result["checkpoint"])
+    assert "fr" in clip.centres.maps
+    E = clip.encode_text(["a red photo", "une photo rouge", "a blue photo"])
+    assert E[0] @ E[1] > E[0] @ E[2]
+    # without translations the French map is fitted on the photos (their mean English row)
+    photo = run_clip_training({**params, "translations": None, "checkpoint_name": "photo.pt"})
+    assert "map_sources" not in photo["metrics"]
+    assert not np.allclose(load_compact_clip(photo["checkpoint"]).centres.maps["fr"], clip.centres.maps["fr"])
+    with pytest.raises(InvalidInput) as e:
+        validate_train_params({**params, "captions_language": None})
+    assert e.value.detail["field"] == "captions_language"
+    with pytest.raises(InvalidInput) as e:
+        validate_train_params({**params, "translations": {"de": str(tmp_path / "en-fr.tsv")}})
+    assert e.value.detail == {"field": "translations", "languages": ["de"]}
+    with pytest.raises(InvalidInput) as e:
+        validate_train_params({**params, "translations": {"fr": 7}})
+    assert e.value.detail["field"] == "translations"
+    (tmp_path / "bad.tsv").write_text("a red photo\tune photo rouge\nno tab here\n", encoding="utf-8")
+    with pytest.raises(InvalidInput) as e:
+        run_clip_training({**params, "translations": {"fr": str(tmp_path / "bad.tsv")}})
+    assert e.value.detail == {"field": "translations.fr", "lines": [2]}
+    with pytest.raises(NotFound):
+        run_clip_training({**params, "translations": {"fr": str(tmp_path / "missing.tsv")}})
