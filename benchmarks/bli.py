@@ -157,7 +157,8 @@ def main() -> None:
     ap.add_argument("--l1-rounds", type=int, default=2, help="dictionary re-inductions for the rounds row (default 2)")
     ap.add_argument("--methods", default=None,
                     help="subset of base rows: procrustes, procrustes+instamap, vecmap, vecmap+instamap, instamap, "
-                         "walip (confident variant), walip-final (confident + final_stage=union), walip-seedfit, walip-agree, "
+                         "walip (confident variant), walip-final (confident + final_stage=union), walip-seedfit, "
+                         "walip-agree, "
                          "walip-sl (self-learning variant), walip-paper, walip-plain "
                          "(default: all)")
     ap.add_argument("--dev", action="store_true",

@@ -3,13 +3,15 @@
 The default compact CLIP maps each German/French caption's centred tower row (USE-multilingual + e5) onto the
 English caption it translates with a ridge map (services/clip/languages.py, ``map_target="translation"``). German
 and French queries still retrieve photos 6-7 R@10 points worse than English. If the map were the bottleneck, a more
-flexible map fitted on the same kind of pairs would bring the mapped rows closer to the English ones.
+flexible map fitted on the same kind of pairs would bring the mapped rows closer to the English ones. Result
+(2026-12-05): it does not -- the shrinkage was what was left (German 0.772 at ridge 1, 0.802 at 0.1, 0.806 at
+0.03; the MLP adds 0.003), which issue 14's rounds 5 and 6 then measured on photos (benchmarks/clip_select.py).
 
 Data: text only, no photo -- the Multi30K ``train`` lines whose photo is none of our Flickr8k photos (the text-only
 pairs of benchmarks/clip_pairs.py, ~22,700 per language); 3,000 pairs per language held out (seed 0), the rest fit.
 Rows, per language: the centred rows as they are (identity), the ridge map at shrinkage 1.0 (the default for maps
-fitted on the photos' pairs only), 0.3, 0.1 (the default with text-only pairs), 0.03 and 0.01, and a residual MLP on top of the 0.1 ridge map (hidden 512, GELU, zero-initialised output, AdamW, MSE,
-``--epochs``). Columns: mean cosine between a mapped held-out row and its English source row, and translation
+fitted on the photos' pairs only), 0.3, 0.1 (the default with text-only pairs), 0.03 and 0.01, and a residual
+MLP on top of the 0.1 ridge map (hidden 512, GELU, zero-initialised output, AdamW, MSE, ``--epochs``). Columns: mean cosine between a mapped held-out row and its English source row, and translation
 retrieval R@1 among the 3,000 held-out English rows.
 
     .venv/bin/python benchmarks/clip_maps.py [--epochs 20] [--langs de,fr]

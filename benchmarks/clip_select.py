@@ -155,7 +155,8 @@ ROUND_3B += [{**ROUND_3B_BASELINE, "head": "mlp"}, {**ROUND_3B_BASELINE, "map_ta
 ROUND_4_BASELINE = {**ROUND_3B_BASELINE, "map_target": "translation"}
 ROUND_4 = [dict(ROUND_4_BASELINE), {**ROUND_4_BASELINE, "map_pairs": "photos+text"}]
 # Round 5: the text-only pairs with less shrinkage, against round 4's baseline (the default then).
-ROUND_5 = [dict(ROUND_4_BASELINE)] + [{**ROUND_4_BASELINE, "map_pairs": "photos+text", "map_ridge": r} for r in (0.1, 0.3)]
+ROUND_5 = [dict(ROUND_4_BASELINE)] + [{**ROUND_4_BASELINE, "map_pairs": "photos+text", "map_ridge": r}
+                                      for r in (0.1, 0.3)]
 # Round 6 (the current round; select() runs it): round 5's choice (the default) against the same at ridge 0.03.
 SELECT_BASELINE = {**ROUND_4_BASELINE, "map_pairs": "photos+text", "map_ridge": 0.1}
 CANDIDATES = [dict(SELECT_BASELINE), {**SELECT_BASELINE, "map_ridge": 0.03}]

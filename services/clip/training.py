@@ -241,8 +241,8 @@ def _pair_maps(centres: TextCentres, parallel: dict[str, Any] | None, train_imag
     keep = np.isin(pair_owner, train_images) | (text_only & (pair_owner == -1))
     # a map pulls a language onto the pivot (the language with most captions): pairs from another source language,
     # or into the pivot itself, would map the wrong way
-    pivot = centres_pivot
-    keep &= (np.asarray(parallel["src_lang"], dtype=object) == pivot) & (np.asarray(parallel["tgt_lang"], dtype=object) != pivot)
+    src_langs = np.asarray(parallel["src_lang"], dtype=object)
+    keep &= (src_langs == centres_pivot) & (np.asarray(parallel["tgt_lang"], dtype=object) != centres_pivot)
     src_lang = list(np.asarray(parallel["src_lang"], dtype=object)[keep])
     tgt_lang = np.asarray(parallel["tgt_lang"], dtype=object)[keep]
     src = centres.apply(np.asarray(parallel["src"])[keep], src_lang)
