@@ -318,7 +318,7 @@ def walip_confident(
                   "pairs_fit": len(kept) + len(seed_pairs) if refit or it else len(seed_pairs), "changed": changed}
         history.append(record)
         if progress is not None:
-            progress("walip", it + 1, int(max_iter), dict(record))
+            progress("walip", it + 1, max(int(max_iter), 1), dict(record))
         if not refit:
             break
         kept_prev = kept_set

@@ -124,7 +124,10 @@ def test_confident_with_no_rounds_is_the_multistep_fit_on_the_seeds(world):
     from services.alignment.procrustes import multistep_mapping
 
     seeds = identical_pairs(world.src.words, world.tgt.words)
-    res = walip_confident(world.src.vectors, world.tgt.vectors, seeds, top_pairs=300, max_iter=0, max_vocab=None)
+    reports = []
+    res = walip_confident(world.src.vectors, world.tgt.vectors, seeds, top_pairs=300, max_iter=0, max_vocab=None,
+                          progress=lambda stage, cur, tot, info: reports.append((cur, tot)))
+    assert reports == [(1, 1)]  # progress never passes its total
     X = world.src.vectors / np.linalg.norm(world.src.vectors, axis=1, keepdims=True)
     Y = world.tgt.vectors / np.linalg.norm(world.tgt.vectors, axis=1, keepdims=True)
     Wx, Wz = multistep_mapping(X[seeds[:, 0]], Y[seeds[:, 1]])
