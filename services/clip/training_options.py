@@ -119,18 +119,9 @@ def validate_train_params(params: dict[str, Any]) -> dict[str, Any]:
     for key in ("captions_language",):
         if p.get(key) is not None and not _is_lang_code(p[key]):
             raise InvalidInput(f"{key} must be a language code such as 'en'", detail={"field": key})
-    extra = p.get("extra_captions")
-    if extra is not None:
-        if not isinstance(extra, dict) or not all(_is_lang_code(k) and isinstance(v, str) and v.strip()
-                                                  for k, v in extra.items()):
-            raise InvalidInput("extra_captions maps language codes to caption TSV paths",
-                               detail={"field": "extra_captions"})
-    translations = p.get("translations")
+    extra = _language_paths(p, "extra_captions", "caption TSV paths")
+    translations = _language_paths(p, "translations", "TSV paths of 'source<TAB>translation' lines")
     if translations is not None:
-        if not isinstance(translations, dict) or not all(_is_lang_code(k) and isinstance(v, str) and v.strip()
-                                                         for k, v in translations.items()):
-            raise InvalidInput("translations maps language codes to TSV paths of 'source<TAB>translation' lines",
-                               detail={"field": "translations"})
         if translations and not p.get("captions_language"):
             raise InvalidInput("translations need captions_language: the language of their source side",
                                detail={"field": "captions_language"})
@@ -147,6 +138,16 @@ def validate_train_params(params: dict[str, Any]) -> dict[str, Any]:
     config = {**(p.get("config") or {}), **config}
     p["config"] = asdict(ClipTrainConfig.from_dict(config))
     return p
+
+
+def _language_paths(p: dict[str, Any], field: str, what: str) -> dict[str, str] | None:
+    """``p[field]`` checked as a map of language codes to non-empty paths (None when absent); InvalidInput naming
+    the field otherwise."""
+    value = p.get(field)
+    if value is not None and (not isinstance(value, dict) or not all(
+            _is_lang_code(k) and isinstance(v, str) and v.strip() for k, v in value.items())):
+        raise InvalidInput(f"{field} maps language codes to {what}", detail={"field": field})
+    return value
 
 
 def _is_lang_code(value: Any) -> bool:
