@@ -62,7 +62,8 @@ class ClipTrainConfig:
     # translation pairs exist (train_heads' ``parallel``; languages without, and runs from files, fall back to
     # "photo"), or always onto its photo's mean pivot row ("photo", the previous default)
     map_pairs: str = "photos+text"  # "photos": "translation" maps fit on the pairs of the training photos only;
-    # "photos+text" (default): also on the text-only pairs given (``parallel`` rows with owner -1: translations whose photo is not in the set)
+    # "photos+text" (default): also on the text-only pairs given (``parallel`` rows with owner -1: translations whose
+    # photo is not in the set)
     caption_weights: str = "uniform"  # "language": each language of a photo weighs the same in the loss
     parallel_weight: float = 0.0  # weight of the translation-pair loss (needs ``parallel`` pairs)
     val_fraction: float = 0.1

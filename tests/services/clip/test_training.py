@@ -260,7 +260,8 @@ def test_run_from_files_fits_a_language_map_on_text_only_translations(tmp_path):
         validate_train_params({**params, "translations": {"de": str(tmp_path / "en-fr.tsv")}})
     assert e.value.detail == {"field": "translations", "languages": ["de"]}
     with pytest.raises(InvalidInput) as e:  # into the captions' own language: nothing to map
-        validate_train_params({**params, "extra_captions": {"fr": str(tmp_path / "fr.tsv"), "en": str(tmp_path / "en.tsv")},
+        both = {"fr": str(tmp_path / "fr.tsv"), "en": str(tmp_path / "en.tsv")}
+        validate_train_params({**params, "extra_captions": both,
                                "translations": {"en": str(tmp_path / "en-fr.tsv")}})
     assert e.value.detail == {"field": "translations", "language": "en"}
     with pytest.raises(InvalidInput) as e:
