@@ -129,6 +129,16 @@ Round 6's run (three folds): baseline 24.16 / 69.37 English, mirror R@10 71.68/6
 24.07 / 69.43, 71.93/67.12/67.21/61.23. The worst of en/de/fr (German) did not move (67.12 both): not chosen, the
 default stays at ridge 0.1; dev not measured. The shrinkage is spent: what is left of the German gap is not in
 the maps (benchmarks/clip_maps.py: no map form brings held-out German rows past cosine 0.81 to English).
+
+Round 7 (declared 2026-12-05, not run as a selection yet; no default changed). benchmarks/clip_hubness.py, a
+diagnostic on the same three folds, found hubness on the photo side: scoring 2 cos(q, g) - r_B(g), r_B(g) the mean
+of photo g's K = 10 best cosines to a bank of training captions (CSLS, Conneau et al. 2018, sec. 2.3), lifts the
+validation mirror R@10 of every language (fold means en/de/fr/cs 71.68/67.12/67.41/60.67 -> 73.39/69.10/68.89/
+62.02; English R@1 26.01 -> 27.70). Rule when it runs: round 3's :func:`choose` unchanged against the default,
+one candidate: that scoring with the all-language bank of the fold's training captions, K = 10. It needs the
+serving side first (a bank of caption rows in the checkpoint, a radius per gallery photo kept with the gallery,
+recomputed on insert); then the dev photos once, CLI and HTTP both. It would not close the German gap by itself:
+every language gains about alike (gap 4.56 -> 4.29 on validation).
 """
 
 from __future__ import annotations

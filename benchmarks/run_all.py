@@ -26,6 +26,7 @@ BENCHMARKS = {
     # the real-photo benchmarks (../shared/data): compact CLIPs, uCLIP, WALIP step 1, Globetrotter, cost curves
     "clip_train": ("clip_train.py", ["--quick", "--no-http"]),
     "clip_maps": ("clip_maps.py", ["--epochs", "5"]),
+    "clip_hubness": ("clip_hubness.py", ["--folds", "0"]),
     "walip_seeds": ("walip_seeds.py", ["--pairs", "en-de"]),
     "uclip": ("uclip.py", ["--quick"]),
     "walip_visual": ("walip_visual.py", ["--grid", "small"]),
