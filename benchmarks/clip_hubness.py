@@ -46,15 +46,12 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def bank_radius(bank: np.ndarray, gallery: np.ndarray, k: int, chunk: int = 4096) -> np.ndarray:
-    """r_B(g): per gallery row, the mean of its ``k`` highest cosines to the bank's rows (unit rows both); the
-    bank is scanned in chunks, keeping a running top-k, so memory is O(chunk x gallery)."""
-    k = min(k, len(bank))
-    best = np.full((k, len(gallery)), -np.inf, dtype=np.float32)
-    for i in range(0, len(bank), chunk):
-        s = bank[i:i + chunk] @ gallery.T
-        best = -np.partition(-np.concatenate([best, s]), k - 1, axis=0)[:k]
-    return best.mean(axis=0)
+def bank_radius(bank: np.ndarray, gallery: np.ndarray, k: int) -> np.ndarray:
+    """r_B(g): per gallery row, the mean of its ``k`` highest cosines to the bank's rows (unit rows both) -- CSLS's
+    neighbourhood term, by the alignment engine's chunked/FAISS ``knn_mean_similarity``."""
+    from services.alignment.retrieval import knn_mean_similarity
+
+    return knn_mean_similarity(gallery, bank, min(k, len(bank)))
 
 
 def gallery_csls(queries: np.ndarray, gallery: np.ndarray, radius: np.ndarray) -> np.ndarray:
@@ -72,9 +69,10 @@ def expand_queries(queries: np.ndarray, bank: np.ndarray, k: int, weight: float)
 
 def recall_at(scores: np.ndarray, ks=(1, 10)) -> dict:
     """t2i R@k (percent) when query i's photo is gallery row i."""
+    from services.clip.evaluation import recall_at as recall_of_ranks
+
     own = scores[np.arange(len(scores)), np.arange(len(scores))]
-    rank = (scores > own[:, None]).sum(axis=1)
-    return {f"r@{k}": round(100.0 * float(np.mean(rank < k)), 2) for k in ks}
+    return recall_of_ranks((scores > own[:, None]).sum(axis=1), ks)
 
 
 def fold_rows(data, train_idx, seed: int) -> list[dict]:
